@@ -1,0 +1,306 @@
+package actors
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"sniper/auction"
+	"sniper/jetstream"
+	"sniper/messages"
+	"sniper/testkit"
+)
+
+func startSystem(t *testing.T, n *testkit.NATS, hook FaultHook) *System {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sys, err := StartSystem(ctx, Deps{Log: n.Log, Logger: testkit.Logger(t), Fault: hook})
+	if err != nil {
+		t.Fatalf("start actors: %v", err)
+	}
+	t.Cleanup(sys.Stop)
+	return sys
+}
+
+func appendInput(t *testing.T, log *jetstream.Log, item, kind, typ string, payload any) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	seq, err := log.Append(ctx, messages.Subject(item, kind, typ), payload)
+	if err != nil {
+		t.Fatalf("append %s %s: %v", item, typ, err)
+	}
+	return seq
+}
+
+func start(t *testing.T, log *jetstream.Log, item string, stop int64) uint64 {
+	return appendInput(t, log, item, messages.KindCmd, messages.TypeStart, messages.NewStart(item, stop))
+}
+
+func price(t *testing.T, log *jetstream.Log, item string, p, inc int64, bidder string, fromSniper bool) uint64 {
+	return appendInput(t, log, item, messages.KindIn, messages.TypePrice, messages.NewPrice(item, p, inc, bidder, fromSniper))
+}
+
+func closeAuction(t *testing.T, log *jetstream.Log, item string) uint64 {
+	return appendInput(t, log, item, messages.KindIn, messages.TypeClose, messages.NewClose(item))
+}
+
+func history(t *testing.T, log *jetstream.Log, item string) []jetstream.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	recs, err := log.History(ctx, item)
+	if err != nil {
+		t.Fatalf("history of %s: %v", item, err)
+	}
+	return recs
+}
+
+// snapshots returns the auction's snapshots in log order.
+func snapshots(t *testing.T, log *jetstream.Log, item string) []messages.SnapshotEvent {
+	t.Helper()
+	var out []messages.SnapshotEvent
+	for _, r := range history(t, log, item) {
+		if r.Subject != messages.Subject(item, messages.KindState, messages.TypeSnapshot) {
+			continue
+		}
+		var s messages.SnapshotEvent
+		if err := json.Unmarshal(r.Data, &s); err != nil {
+			t.Fatalf("decode snapshot %d: %v", r.Seq, err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func count(recs []jetstream.Record, subject string) int {
+	n := 0
+	for _, r := range recs {
+		if r.Subject == subject {
+			n++
+		}
+	}
+	return n
+}
+
+// waitDecided waits until the auction's last snapshot has decided seq.
+func waitDecided(t *testing.T, log *jetstream.Log, item string, seq uint64) messages.SnapshotEvent {
+	t.Helper()
+	var last jetstream.StoredSnapshot
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		s, err := log.LastSnapshot(context.Background(), item)
+		last = s
+		return err == nil && s.InputSeq >= seq
+	}, "input %d of %s never decided (last snapshot %+v)", seq, item, &last)
+	return last.SnapshotEvent
+}
+
+func TestStartJoinsAndBids(t *testing.T) {
+	n := testkit.StartNATS(t)
+	startSystem(t, n, nil)
+	const item = "item-54321"
+
+	seq := start(t, n.Log, item, 1100)
+	s := waitDecided(t, n.Log, item, seq)
+	if s.State != auction.Joining || s.StopPrice != 1100 {
+		t.Fatalf("after start: %+v, want Joining with stop price 1100", s)
+	}
+	recs := history(t, n.Log, item)
+	if got := count(recs, messages.Subject(item, messages.KindOut, messages.TypeJoin)); got != 1 {
+		t.Fatalf("out.join messages = %d, want 1", got)
+	}
+
+	seq = price(t, n.Log, item, 1000, 98, "other bidder", false)
+	s = waitDecided(t, n.Log, item, seq)
+	if s.State != auction.Bidding || s.LastPrice != 1000 || s.LastBid != 1098 {
+		t.Fatalf("after price: %+v, want Bidding(1000, 1098)", s)
+	}
+	recs = history(t, n.Log, item)
+	var bids []messages.BidRequest
+	for _, r := range recs {
+		if r.Subject == messages.Subject(item, messages.KindOut, messages.TypeBid) {
+			var b messages.BidRequest
+			_ = json.Unmarshal(r.Data, &b)
+			bids = append(bids, b)
+		}
+	}
+	if len(bids) != 1 || bids[0].Price != 1098 || bids[0].InputSeq != seq {
+		t.Fatalf("bids = %+v, want exactly one at 1098 for input %d", bids, seq)
+	}
+	// The decision is one atomic batch: snapshot, then its outputs, with no
+	// other write of this auction in between.
+	for i, r := range recs {
+		if r.Subject == messages.Subject(item, messages.KindOut, messages.TypeBid) {
+			if recs[i-1].Subject != messages.Subject(item, messages.KindState, messages.TypeSnapshot) || recs[i-1].Seq != r.Seq-1 {
+				t.Fatalf("bid at %d does not directly follow its snapshot: %+v", r.Seq, recs[i-1])
+			}
+		}
+	}
+}
+
+func TestRedeliveredInputIsNotDecidedAgain(t *testing.T) {
+	n := testkit.StartNATS(t)
+	const item = "item-redeliver"
+	// Crash the sniper once right after its decision is committed and
+	// before the input is acked: the input comes back and must be skipped.
+	var crashes atomic.Int32
+	startSystem(t, n, func(point, it string) {
+		if point == FaultAfterCommit && it == item && crashes.Add(1) == 2 {
+			panic("test crash between commit and ack")
+		}
+	})
+	start(t, n.Log, item, 1100)
+	seq := price(t, n.Log, item, 1000, 98, "other bidder", false)
+	waitDecided(t, n.Log, item, seq)
+	// A later input proves the sniper is past the redelivery.
+	seq2 := price(t, n.Log, item, 1098, 2, "sniper", true)
+	s := waitDecided(t, n.Log, item, seq2)
+	if s.State != auction.Winning {
+		t.Fatalf("state %s, want Winning", s.State)
+	}
+	if crashes.Load() < 2 {
+		t.Fatalf("the crash never happened")
+	}
+	recs := history(t, n.Log, item)
+	if got := count(recs, messages.Subject(item, messages.KindOut, messages.TypeBid)); got != 1 {
+		t.Fatalf("out.bid messages = %d, want 1 (the redelivered price decided twice?)", got)
+	}
+	assertOneDecisionPerInput(t, n.Log, item)
+}
+
+// assertOneDecisionPerInput checks the exactly-once property on the log:
+// every snapshot names a distinct input, in increasing order.
+func assertOneDecisionPerInput(t *testing.T, log *jetstream.Log, item string) {
+	t.Helper()
+	seen := map[uint64]bool{}
+	var last uint64
+	for _, s := range snapshots(t, log, item) {
+		if seen[s.InputSeq] {
+			t.Fatalf("input %d of %s decided twice", s.InputSeq, item)
+		}
+		if s.InputSeq < last {
+			t.Fatalf("input %d decided after %d", s.InputSeq, last)
+		}
+		seen[s.InputSeq], last = true, s.InputSeq
+	}
+}
+
+func TestPanickingSniperIsRestartedFromItsSnapshot(t *testing.T) {
+	n := testkit.StartNATS(t)
+	const item = "item-panic"
+	var panics atomic.Int32
+	startSystem(t, n, func(point, it string) {
+		if point == FaultBeforeDecide && it == item && panics.Add(1) == 3 {
+			panic("test bug in the sniper")
+		}
+	})
+	start(t, n.Log, item, 1100)
+	price(t, n.Log, item, 1000, 98, "other bidder", false)
+	seq := price(t, n.Log, item, 1098, 97, "sniper", true)
+	closeSeq := closeAuction(t, n.Log, item)
+	s := waitDecided(t, n.Log, item, closeSeq)
+	if s.State != auction.Won || s.LastBid != 1098 {
+		t.Fatalf("final %+v, want Won with last bid 1098", s)
+	}
+	if panics.Load() < 3 {
+		t.Fatalf("the sniper never panicked")
+	}
+	_ = seq
+	assertOneDecisionPerInput(t, n.Log, item)
+	if got := len(snapshots(t, n.Log, item)); got != 4 {
+		t.Fatalf("%d snapshots, want 4 (one per input)", got)
+	}
+}
+
+func TestRestartOnTheSameDataDirContinues(t *testing.T) {
+	dir := t.TempDir()
+	n := testkit.StartNATSIn(t, dir)
+	sys := startSystem(t, n, nil)
+	items := []string{"item-a", "item-b", "item-c"}
+	want := map[string]messages.SnapshotEvent{}
+	for i, item := range items {
+		start(t, n.Log, item, 1000)
+		seq := price(t, n.Log, item, int64(100*(i+1)), 10, "other", false)
+		want[item] = waitDecided(t, n.Log, item, seq)
+	}
+	sys.Stop()
+	n.Stop()
+
+	n2 := testkit.StartNATSIn(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	snaps, err := n2.Log.Snapshots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snaps) != len(items) {
+		t.Fatalf("%d snapshots after restart, want %d", len(snaps), len(items))
+	}
+	for _, s := range snaps {
+		if s.SnapshotEvent != want[s.Item] {
+			t.Fatalf("after restart %s is %+v, want %+v", s.Item, s.SnapshotEvent, want[s.Item])
+		}
+	}
+	startSystem(t, n2, nil)
+	for _, item := range items {
+		seq := price(t, n2.Log, item, 500, 5, "other", false)
+		s := waitDecided(t, n2.Log, item, seq)
+		if s.State != auction.Bidding || s.LastBid != 505 {
+			t.Fatalf("%s after restart: %+v, want Bidding with bid 505", item, s)
+		}
+		if got := count(history(t, n2.Log, item), messages.Subject(item, messages.KindOut, messages.TypeJoin)); got != 1 {
+			t.Fatalf("%s: %d joins, want 1 (restart re-joined)", item, got)
+		}
+	}
+}
+
+func TestTwoSystemsOnOneLogDecideEachInputOnce(t *testing.T) {
+	n := testkit.StartNATS(t)
+	startSystem(t, n, nil)
+	startSystem(t, n, nil)
+	const items = 4
+	var last [items]uint64
+	for i := range items {
+		start(t, n.Log, fmt.Sprintf("race-%d", i), 1_000_000)
+	}
+	for p := int64(1); p <= 20; p++ {
+		for i := range items {
+			last[i] = price(t, n.Log, fmt.Sprintf("race-%d", i), p*10, 1, "other", false)
+		}
+	}
+	for i := range items {
+		item := fmt.Sprintf("race-%d", i)
+		s := waitDecided(t, n.Log, item, last[i])
+		if s.LastBid != 201 {
+			t.Fatalf("%s: %+v, want last bid 201", item, s)
+		}
+		assertOneDecisionPerInput(t, n.Log, item)
+		if got := count(history(t, n.Log, item), messages.Subject(item, messages.KindOut, messages.TypeBid)); got != 20 {
+			t.Fatalf("%s: %d bids, want 20", item, got)
+		}
+	}
+}
+
+func TestFinishedSniperIgnoresLaterInputs(t *testing.T) {
+	n := testkit.StartNATS(t)
+	startSystem(t, n, nil)
+	const item = "item-done"
+	start(t, n.Log, item, 1100)
+	seq := closeAuction(t, n.Log, item)
+	if s := waitDecided(t, n.Log, item, seq); s.State != auction.Lost {
+		t.Fatalf("state %s, want Lost", s.State)
+	}
+	// Its consumer is gone once it finished.
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		_, err := n.Log.JetStream().Consumer(context.Background(), jetstream.StreamName, jetstream.InputConsumerName(item))
+		return err != nil
+	}, "input consumer of a finished sniper still exists")
+	price(t, n.Log, item, 2000, 1, "other", false)
+	if got := len(snapshots(t, n.Log, item)); got != 2 {
+		t.Fatalf("%d snapshots, want 2", got)
+	}
+}

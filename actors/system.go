@@ -1,0 +1,160 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
+	"sniper/messages"
+)
+
+// System runs the sniper actors: the supervisor, one sniper per live
+// auction, and the feed of start commands that creates new snipers.
+type System struct {
+	deps       Deps
+	as         *actor.ActorSystem
+	supervisor *actor.PID
+
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	stopOnce sync.Once
+}
+
+// StartSystem recovers every unfinished sniper from its last snapshot and
+// starts following new start commands.
+func StartSystem(ctx context.Context, deps Deps) (*System, error) {
+	if deps.Logger == nil {
+		deps.Logger = slog.Default()
+	}
+	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
+		return deps.Logger.With("component", "protoactor")
+	}))
+	sup, err := as.Root.SpawnNamed(SupervisorProps(deps), "snipers")
+	if err != nil {
+		return nil, fmt.Errorf("spawn supervisor: %w", err)
+	}
+	s := &System{deps: deps, as: as, supervisor: sup}
+	if err := s.recover(ctx); err != nil {
+		s.stopActors()
+		return nil, err
+	}
+	cons, err := deps.Log.StartConsumer(ctx)
+	if err != nil {
+		s.stopActors()
+		return nil, err
+	}
+	feedCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.wg.Add(1)
+	go s.followStarts(feedCtx, cons)
+	return s, nil
+}
+
+// recover spawns a sniper for every started auction that is not finished.
+// It reads one snapshot per auction, not the history.
+func (s *System) recover(ctx context.Context) error {
+	starts, err := s.deps.Log.StartedItems(ctx)
+	if err != nil {
+		return fmt.Errorf("recover snipers: %w", err)
+	}
+	snaps, err := s.deps.Log.Snapshots(ctx)
+	if err != nil {
+		return fmt.Errorf("recover snipers: %w", err)
+	}
+	finished := make(map[string]bool, len(snaps))
+	for _, sn := range snaps {
+		finished[sn.Item] = sn.State.Terminal()
+	}
+	n := 0
+	for _, st := range starts {
+		if finished[st.Item] {
+			continue
+		}
+		if err := s.spawn(ctx, st.Item); err != nil {
+			return fmt.Errorf("recover sniper for %s: %w", st.Item, err)
+		}
+		n++
+	}
+	s.deps.Logger.Info("snipers recovered", "running", n, "finished", len(starts)-n)
+	return nil
+}
+
+func (s *System) spawn(ctx context.Context, item string) error {
+	timeout := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		timeout = time.Until(d)
+	}
+	res, err := s.as.Root.RequestFuture(s.supervisor, SpawnSniper{Item: item}, timeout).Result()
+	if err != nil {
+		return fmt.Errorf("spawn sniper for %s: %w", item, err)
+	}
+	if pid, _ := res.(*actor.PID); pid == nil {
+		return fmt.Errorf("spawn sniper for %s: supervisor refused", item)
+	}
+	return nil
+}
+
+// followStarts spawns a sniper for each new start command, and acks the
+// command only once the sniper exists.
+func (s *System) followStarts(ctx context.Context, cons natsjs.Consumer) {
+	defer s.wg.Done()
+	it, err := cons.Messages()
+	if err != nil {
+		s.deps.Logger.Error("cannot follow start commands", "error", err)
+		return
+	}
+	defer it.Stop()
+	go func() { <-ctx.Done(); it.Stop() }()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, natsjs.ErrMsgIteratorClosed) {
+				s.deps.Logger.Error("start command feed stopped", "error", err)
+			}
+			return
+		}
+		item, _, _, err := messages.ParseSubject(msg.Subject())
+		if err == nil {
+			err = messages.ValidItem(item)
+		}
+		if err != nil {
+			s.deps.Logger.Warn("ignoring start command on a bad subject", "subject", msg.Subject(), "error", err)
+			_ = msg.Term()
+			continue
+		}
+		if err := s.spawn(ctx, item); err != nil {
+			s.deps.Logger.Error("cannot start sniper", "item", item, "error", err)
+			_ = msg.NakWithDelay(time.Second)
+			continue
+		}
+		_ = msg.Ack()
+	}
+}
+
+// Stop stops taking new auctions, lets every sniper finish the decision in
+// hand, and stops the actors. Inputs not yet decided stay in the log.
+// Calling it again does nothing.
+func (s *System) Stop() {
+	s.stopOnce.Do(func() {
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.wg.Wait()
+		s.stopActors()
+	})
+}
+
+func (s *System) stopActors() {
+	// ActorSystem.Shutdown stops no actors: poison the root supervisor,
+	// whose children stop after the message they are handling.
+	if err := s.as.Root.PoisonFuture(s.supervisor).Wait(); err != nil {
+		s.deps.Logger.Warn("supervisor did not stop in time", "error", err)
+	}
+	s.as.Shutdown()
+}

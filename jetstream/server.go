@@ -1,0 +1,156 @@
+// Package jetstream is the sniper's port to its durable log: it runs an
+// embedded nats-server or connects to an external one, keeps the SNIPER
+// stream configured, and offers the few operations the actors and the API
+// need (append, commit a decision atomically, read snapshots and history).
+package jetstream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// EmbeddedConfig configures the in-process nats-server of `sniper run`.
+type EmbeddedConfig struct {
+	// DataDir holds the JetStream store.
+	DataDir string
+	// Listen is the client listener (host:port) kept open so the `nats`
+	// CLI can inspect the log; port 0 picks a free port. The sniper itself
+	// talks to the server in-process.
+	Listen string
+	// SyncInterval is how often the store is flushed to disk; 0 means
+	// fsync after every write (see docs/reliability.md for the trade-off).
+	SyncInterval time.Duration
+	// ServerName names the server in the `nats` CLI's reports.
+	ServerName string
+	Logger     *slog.Logger
+}
+
+// Server is a running embedded nats-server with JetStream.
+type Server struct {
+	ns     *server.Server
+	logger *slog.Logger
+}
+
+// StartEmbedded starts a nats-server with JetStream storing under
+// cfg.DataDir and waits until it accepts clients.
+func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Server, error) {
+	host, portStr, err := net.SplitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("nats listen address %q: %w", cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("nats listen port %q: %w", portStr, err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	name := cfg.ServerName
+	if name == "" {
+		name = "sniper"
+	}
+	opts := &server.Options{
+		ServerName:   name,
+		Host:         host,
+		Port:         port,
+		JetStream:    true,
+		StoreDir:     cfg.DataDir,
+		SyncInterval: cfg.SyncInterval,
+		SyncAlways:   cfg.SyncInterval == 0,
+		NoSigs:       true,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("create embedded nats-server: %w", err)
+	}
+	ns.SetLoggerV2(&natsLogger{logger.With("component", "nats-server")}, false, false, false)
+	ns.Start()
+	deadline := 10 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		deadline = time.Until(d)
+	}
+	if !ns.ReadyForConnections(deadline) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded nats-server not ready after %s (is %s free?)", deadline, cfg.Listen)
+	}
+	logger.Info("embedded nats-server started", "listen", ns.ClientURL(), "store", cfg.DataDir, "fsync", syncPolicy(cfg.SyncInterval))
+	return &Server{ns: ns, logger: logger}, nil
+}
+
+func syncPolicy(d time.Duration) string {
+	if d == 0 {
+		return "always"
+	}
+	return "every " + d.String()
+}
+
+// ClientURL is the server's TCP address, for the `nats` CLI and other
+// processes.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Connect opens a client connection that reaches the server in-process,
+// skipping the loopback TCP stack (about twice the publish rate).
+func (s *Server) Connect(name string) (*nats.Conn, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(s.ns), nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("connect in-process to embedded nats-server: %w", err)
+	}
+	return nc, nil
+}
+
+// Shutdown stops the server and waits until it has flushed its store.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+	s.logger.Info("embedded nats-server stopped")
+}
+
+// Connect dials an external NATS server or cluster at url. The connection
+// reconnects forever: the sniper waits for its log rather than exit.
+func Connect(ctx context.Context, url, name string, logger *slog.Logger) (*nats.Conn, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			logger.Warn("nats disconnected", "error", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			logger.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
+		}),
+	}
+	if d, ok := ctx.Deadline(); ok {
+		opts = append(opts, nats.Timeout(time.Until(d)))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats at %s: %w", url, err)
+	}
+	logger.Info("connected to nats", "server", nc.ConnectedUrlRedacted())
+	return nc, nil
+}
+
+// natsLogger forwards nats-server's log lines to slog.
+type natsLogger struct{ l *slog.Logger }
+
+func (n *natsLogger) Noticef(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Debugf(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }
+func (n *natsLogger) Tracef(format string, v ...any)  { n.l.Debug(fmt.Sprintf(format, v...)) }

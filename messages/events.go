@@ -1,0 +1,238 @@
+// Package messages defines what travels on the sniper's log and on the
+// wire: the JSON events and commands stored in the SNIPER stream, their
+// subjects, and the SOL 1.1 chat codec spoken with the auction house.
+package messages
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"sniper/auction"
+)
+
+// Event type names: the "type" field of every payload and the last token of
+// its subject.
+const (
+	TypeStart     = "start"
+	TypeStop      = "stop"
+	TypePrice     = "price"
+	TypeClose     = "close"
+	TypeMalformed = "malformed"
+	TypeJoin      = "join"
+	TypeBid       = "bid"
+	TypeSnapshot  = "snapshot"
+)
+
+// Subject kinds: the third token of a subject says who wrote it and who
+// reads it (see docs/architecture.md).
+const (
+	KindCmd   = "cmd"   // user commands: HTTP API, CLI
+	KindIn    = "in"    // auction-house events: inbound XMPP bridge
+	KindOut   = "out"   // the sniper's requests to the auction house
+	KindState = "state" // the sniper's state after each decision
+)
+
+// SubjectPrefix is the first token of every subject in the stream.
+const SubjectPrefix = "sniper"
+
+var itemPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ErrInvalidItem is returned for item ids outside [A-Za-z0-9_-]{1,64}.
+var ErrInvalidItem = errors.New("item id must be 1 to 64 characters of A-Z, a-z, 0-9, '_' or '-'")
+
+// ValidItem checks an item id. Ids become subject tokens, consumer names
+// and JIDs, so the alphabet is kept to what all three accept.
+func ValidItem(item string) error {
+	if !itemPattern.MatchString(item) {
+		return fmt.Errorf("%w: %q", ErrInvalidItem, item)
+	}
+	return nil
+}
+
+// Subject is where an event of the given kind and type about item lives.
+func Subject(item, kind, typ string) string {
+	return SubjectPrefix + "." + item + "." + kind + "." + typ
+}
+
+// ItemFilter matches the whole history of one auction.
+func ItemFilter(item string) string { return SubjectPrefix + "." + item + ".>" }
+
+// ParseSubject splits a stream subject into item, kind and type.
+func ParseSubject(subject string) (item, kind, typ string, err error) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 4 || parts[0] != SubjectPrefix {
+		return "", "", "", fmt.Errorf("subject %q is not sniper.<item>.<kind>.<type>", subject)
+	}
+	return parts[1], parts[2], parts[3], nil
+}
+
+// StartCommand asks for a sniper on Item bidding up to StopPrice.
+type StartCommand struct {
+	Type      string `json:"type"`
+	Item      string `json:"item"`
+	StopPrice int64  `json:"stop_price"`
+}
+
+// StopCommand asks the sniper on Item to stop bidding.
+type StopCommand struct {
+	Type string `json:"type"`
+	Item string `json:"item"`
+}
+
+// PriceEvent is a PRICE message from the auction house.
+type PriceEvent struct {
+	Type         string `json:"type"`
+	Item         string `json:"item"`
+	CurrentPrice int64  `json:"current_price"`
+	Increment    int64  `json:"increment"`
+	Bidder       string `json:"bidder"`
+	// FromSniper is decided by the inbound bridge, which knows the
+	// sniper's JID, and recorded so the decision can be replayed.
+	FromSniper bool `json:"from_sniper"`
+}
+
+// CloseEvent is a CLOSE message from the auction house.
+type CloseEvent struct {
+	Type string `json:"type"`
+	Item string `json:"item"`
+}
+
+// MalformedEvent is a message from the auction house that did not decode.
+type MalformedEvent struct {
+	Type   string `json:"type"`
+	Item   string `json:"item"`
+	Body   string `json:"body"`
+	Reason string `json:"reason"`
+}
+
+// JoinRequest asks the outbound bridge to send JOIN.
+type JoinRequest struct {
+	Type     string `json:"type"`
+	Item     string `json:"item"`
+	InputSeq uint64 `json:"input_seq"`
+}
+
+// BidRequest asks the outbound bridge to send BID at Price.
+type BidRequest struct {
+	Type     string `json:"type"`
+	Item     string `json:"item"`
+	Price    int64  `json:"price"`
+	InputSeq uint64 `json:"input_seq"`
+}
+
+// SnapshotEvent is the sniper's state after deciding the input at
+// InputSeq: the unit of recovery and what the UI shows.
+type SnapshotEvent struct {
+	Type string `json:"type"`
+	auction.Snapshot
+	InputSeq uint64 `json:"input_seq"`
+}
+
+// NewStart and friends build payloads with their type field set.
+func NewStart(item string, stopPrice int64) StartCommand {
+	return StartCommand{Type: TypeStart, Item: item, StopPrice: stopPrice}
+}
+
+// NewStop builds a stop command.
+func NewStop(item string) StopCommand { return StopCommand{Type: TypeStop, Item: item} }
+
+// NewPrice builds a price event.
+func NewPrice(item string, price, increment int64, bidder string, fromSniper bool) PriceEvent {
+	return PriceEvent{Type: TypePrice, Item: item, CurrentPrice: price, Increment: increment, Bidder: bidder, FromSniper: fromSniper}
+}
+
+// NewClose builds a close event.
+func NewClose(item string) CloseEvent { return CloseEvent{Type: TypeClose, Item: item} }
+
+// NewMalformed builds a malformed-message event.
+func NewMalformed(item, body, reason string) MalformedEvent {
+	return MalformedEvent{Type: TypeMalformed, Item: item, Body: body, Reason: reason}
+}
+
+// NewSnapshot builds the snapshot event for s after the input at inputSeq.
+func NewSnapshot(s auction.Snapshot, inputSeq uint64) SnapshotEvent {
+	return SnapshotEvent{Type: TypeSnapshot, Snapshot: s, InputSeq: inputSeq}
+}
+
+
+// InputSubjects are the subjects a sniper decides on, for one item or, with
+// item "*", for all.
+func InputSubjects(item string) []string {
+	return []string{
+		SubjectPrefix + "." + item + "." + KindCmd + ".>",
+		SubjectPrefix + "." + item + "." + KindIn + ".>",
+	}
+}
+
+// DecodeInput turns a stored input (a cmd.* or in.* message) into the core's
+// Input. The type comes from the payload's "type" field and must agree with
+// the subject, so a mislabelled message is rejected rather than guessed at.
+func DecodeInput(subject string, data []byte) (auction.Input, error) {
+	_, kind, typ, err := ParseSubject(subject)
+	if err != nil {
+		return nil, err
+	}
+	var head struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", subject, err)
+	}
+	if head.Type != typ {
+		return nil, fmt.Errorf("decode %s: type %q does not match the subject", subject, head.Type)
+	}
+	switch kind + "." + typ {
+	case KindCmd + "." + TypeStart:
+		var c StartCommand
+		if err := json.Unmarshal(data, &c); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", subject, err)
+		}
+		if c.StopPrice <= 0 {
+			return nil, fmt.Errorf("decode %s: stop_price must be positive, got %d", subject, c.StopPrice)
+		}
+		return auction.Start{StopPrice: c.StopPrice}, nil
+	case KindCmd + "." + TypeStop:
+		return auction.Stop{}, nil
+	case KindIn + "." + TypePrice:
+		var p PriceEvent
+		if err := json.Unmarshal(data, &p); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", subject, err)
+		}
+		return auction.Price{Current: p.CurrentPrice, Increment: p.Increment, Bidder: p.Bidder, FromSniper: p.FromSniper}, nil
+	case KindIn + "." + TypeClose:
+		return auction.Close{}, nil
+	case KindIn + "." + TypeMalformed:
+		var m MalformedEvent
+		if err := json.Unmarshal(data, &m); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", subject, err)
+		}
+		return auction.Malformed{Body: m.Body, Reason: m.Reason}, nil
+	}
+	return nil, fmt.Errorf("decode %s: not an input", subject)
+}
+
+// Outputs turns the core's outputs for the input at inputSeq into the
+// subjects and payloads the sniper publishes.
+func Outputs(item string, inputSeq uint64, outs []auction.Output) ([]Outgoing, error) {
+	msgs := make([]Outgoing, 0, len(outs))
+	for _, o := range outs {
+		switch o := o.(type) {
+		case auction.Join:
+			msgs = append(msgs, Outgoing{Subject: Subject(item, KindOut, TypeJoin), Payload: JoinRequest{Type: TypeJoin, Item: item, InputSeq: inputSeq}})
+		case auction.Bid:
+			msgs = append(msgs, Outgoing{Subject: Subject(item, KindOut, TypeBid), Payload: BidRequest{Type: TypeBid, Item: item, Price: o.Price, InputSeq: inputSeq}})
+		default:
+			return nil, fmt.Errorf("no message for output %T", o)
+		}
+	}
+	return msgs, nil
+}
+
+// Outgoing is a payload and the subject it goes to.
+type Outgoing struct {
+	Subject string
+	Payload any
+}
