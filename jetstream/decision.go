@@ -103,8 +103,14 @@ func (l *Log) LastSnapshot(ctx context.Context, item string) (StoredSnapshot, er
 // Snapshots returns the last snapshot of every auction: recovery reads one
 // message per auction, not the whole history.
 func (l *Log) Snapshots(ctx context.Context) ([]StoredSnapshot, error) {
+	return l.SnapshotsUpTo(ctx, 0)
+}
+
+// SnapshotsUpTo is Snapshots as the log stood at sequence seq (0: now), so
+// a reader can follow on from seq+1 without a gap or an overlap.
+func (l *Log) SnapshotsUpTo(ctx context.Context, seq uint64) ([]StoredSnapshot, error) {
 	var out []StoredSnapshot
-	for raw, err := range l.lastPerSubject(ctx, messages.Subject("*", messages.KindState, messages.TypeSnapshot)) {
+	for raw, err := range l.lastPerSubject(ctx, messages.Subject("*", messages.KindState, messages.TypeSnapshot), seq) {
 		if err != nil {
 			return nil, fmt.Errorf("read snapshots: %w", err)
 		}
@@ -120,7 +126,7 @@ func (l *Log) Snapshots(ctx context.Context) ([]StoredSnapshot, error) {
 // StartedItems lists every auction that has a start command, with it.
 func (l *Log) StartedItems(ctx context.Context) ([]messages.StartCommand, error) {
 	var out []messages.StartCommand
-	for raw, err := range l.lastPerSubject(ctx, messages.Subject("*", messages.KindCmd, messages.TypeStart)) {
+	for raw, err := range l.lastPerSubject(ctx, messages.Subject("*", messages.KindCmd, messages.TypeStart), 0) {
 		if err != nil {
 			return nil, fmt.Errorf("read start commands: %w", err)
 		}
@@ -133,11 +139,15 @@ func (l *Log) StartedItems(ctx context.Context) ([]messages.StartCommand, error)
 	return out, nil
 }
 
-// lastPerSubject yields the last message of each subject matching filter,
-// ending quietly when there is none.
-func (l *Log) lastPerSubject(ctx context.Context, filter string) iter.Seq2[*jetstream.RawStreamMsg, error] {
+// lastPerSubject yields the last message, up to seq (0: now), of each
+// subject matching filter, ending quietly when there is none.
+func (l *Log) lastPerSubject(ctx context.Context, filter string, seq uint64) iter.Seq2[*jetstream.RawStreamMsg, error] {
 	return func(yield func(*jetstream.RawStreamMsg, error) bool) {
-		msgs, err := jetstreamext.GetLastMsgsFor(ctx, l.js, StreamName, []string{filter})
+		var opts []jetstreamext.GetLastForOpt
+		if seq > 0 {
+			opts = append(opts, jetstreamext.GetLastMsgsUpToSeq(seq))
+		}
+		msgs, err := jetstreamext.GetLastMsgsFor(ctx, l.js, StreamName, []string{filter}, opts...)
 		if err != nil {
 			yield(nil, err)
 			return

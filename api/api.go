@@ -1,0 +1,305 @@
+// Package api is the sniper's HTTP JSON API: it turns requests into
+// commands on the log and answers from the projection and the log.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"sniper/auction"
+	"sniper/jetstream"
+	"sniper/messages"
+	"sniper/projection"
+)
+
+// MaxBodyBytes caps request bodies; larger ones get 413.
+const MaxBodyBytes = 64 << 10
+
+// Server serves the JSON API.
+type Server struct {
+	Log    *jetstream.Log
+	View   *projection.View
+	Logger *slog.Logger
+	// CommandTimeout bounds how long a command waits for the log and for
+	// its effect to show; past it the client gets 503, never a hang.
+	CommandTimeout time.Duration
+}
+
+// Handler routes the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/snipers", s.snipers)
+	mux.HandleFunc("/api/snipers/{item}", s.sniper)
+	mux.HandleFunc("/api/snipers/{item}/events", s.events)
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+	})
+	return recoverer(s.Logger, mux)
+}
+
+// View is a sniper as the API shows it.
+type View struct {
+	Item      string        `json:"item"`
+	State     auction.State `json:"state"`
+	LastPrice int64         `json:"last_price"`
+	LastBid   int64         `json:"last_bid"`
+	StopPrice int64         `json:"stop_price"`
+	Reason    string        `json:"reason,omitempty"`
+	InputSeq  uint64        `json:"input_seq"`
+}
+
+func viewOf(s messages.SnapshotEvent) View {
+	return View{Item: s.Item, State: s.State, LastPrice: s.LastPrice, LastBid: s.LastBid, StopPrice: s.StopPrice, Reason: s.Reason, InputSeq: s.InputSeq}
+}
+
+type joinRequest struct {
+	Item      string          `json:"item"`
+	StopPrice json.RawMessage `json:"stop_price"`
+}
+
+func (s *Server) snipers(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		list := s.View.List()
+		out := make([]View, len(list))
+		for i, sn := range list {
+			out[i] = viewOf(sn)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"snipers": out})
+	case http.MethodPost:
+		s.join(w, r)
+	default:
+		methodNotAllowed(w, "GET, POST")
+	}
+}
+
+func (s *Server) join(w http.ResponseWriter, r *http.Request) {
+	var req joinRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	if err := messages.ValidItem(req.Item); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	stop, err := parseStopPrice(req.StopPrice)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout())
+	defer cancel()
+	// The start command is fenced on "first on its subject": of two
+	// concurrent joins, or a join on another instance, only one lands.
+	_, err = s.Log.Append(ctx, messages.Subject(req.Item, messages.KindCmd, messages.TypeStart),
+		messages.NewStart(req.Item, stop), jetstream.WithMsgID(req.Item+"/start"), jetstream.FirstOfSubject())
+	status := http.StatusCreated
+	switch {
+	case errors.Is(err, jetstream.ErrExists):
+		status = http.StatusOK
+	case err != nil:
+		s.unavailable(w, "join "+req.Item, err)
+		return
+	}
+	snap, err := s.View.Wait(ctx, req.Item, func(messages.SnapshotEvent) bool { return true })
+	if err != nil {
+		// The command is in the log and will be decided; the client just
+		// does not get to see the first snapshot in time.
+		writeJSON(w, http.StatusAccepted, View{Item: req.Item, StopPrice: stop})
+		return
+	}
+	writeJSON(w, status, viewOf(snap))
+}
+
+func parseStopPrice(raw json.RawMessage) (int64, error) {
+	if len(raw) == 0 {
+		return 0, errors.New("stop_price is required")
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return 0, fmt.Errorf("stop_price must be a positive integer, got %s", truncate(string(raw), 40))
+	}
+	v, err := n.Int64()
+	if err != nil || v <= 0 {
+		return 0, fmt.Errorf("stop_price must be a positive integer, got %s", truncate(n.String(), 40))
+	}
+	return v, nil
+}
+
+func (s *Server) sniper(w http.ResponseWriter, r *http.Request) {
+	item, ok := itemFrom(w, r)
+	if !ok {
+		return
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		snap, found := s.View.Get(item)
+		if !found {
+			writeError(w, http.StatusNotFound, "no sniper for "+item)
+			return
+		}
+		writeJSON(w, http.StatusOK, viewOf(snap))
+	case http.MethodDelete:
+		s.stop(w, r, item)
+	default:
+		methodNotAllowed(w, "GET, DELETE")
+	}
+}
+
+func (s *Server) stop(w http.ResponseWriter, r *http.Request, item string) {
+	snap, found := s.View.Get(item)
+	if !found {
+		writeError(w, http.StatusNotFound, "no sniper for "+item)
+		return
+	}
+	if snap.State.Terminal() {
+		writeJSON(w, http.StatusOK, viewOf(snap))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout())
+	defer cancel()
+	if _, err := s.Log.Append(ctx, messages.Subject(item, messages.KindCmd, messages.TypeStop), messages.NewStop(item)); err != nil {
+		s.unavailable(w, "stop "+item, err)
+		return
+	}
+	snap, err := s.View.Wait(ctx, item, func(s messages.SnapshotEvent) bool { return s.State.Terminal() })
+	if err != nil {
+		writeJSON(w, http.StatusAccepted, viewOf(snap))
+		return
+	}
+	writeJSON(w, http.StatusOK, viewOf(snap))
+}
+
+// Event is one message of an auction's history.
+type Event struct {
+	Seq     uint64          `json:"seq"`
+	Type    string          `json:"type"`
+	Subject string          `json:"subject"`
+	Time    string          `json:"time"`
+	Data    json.RawMessage `json:"data"`
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	item, ok := itemFrom(w, r)
+	if !ok {
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout())
+	defer cancel()
+	recs, err := s.Log.History(ctx, item)
+	if err != nil {
+		s.unavailable(w, "history of "+item, err)
+		return
+	}
+	if len(recs) == 0 {
+		writeError(w, http.StatusNotFound, "no events for "+item)
+		return
+	}
+	out := make([]Event, len(recs))
+	for i, rec := range recs {
+		_, kind, typ, _ := messages.ParseSubject(rec.Subject)
+		data := rec.Data
+		if !json.Valid(data) {
+			// Someone wrote a non-JSON message by hand: show it as a string.
+			data, _ = json.Marshal(string(rec.Data))
+		}
+		out[i] = Event{Seq: rec.Seq, Type: typ, Subject: kind + "." + typ, Time: rec.Time.UTC().Format(time.RFC3339Nano), Data: data}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"events": out})
+}
+
+func itemFrom(w http.ResponseWriter, r *http.Request) (string, bool) {
+	item := r.PathValue("item")
+	if err := messages.ValidItem(item); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return "", false
+	}
+	return item, true
+}
+
+func (s *Server) timeout() time.Duration {
+	if s.CommandTimeout > 0 {
+		return s.CommandTimeout
+	}
+	return 5 * time.Second
+}
+
+func (s *Server) unavailable(w http.ResponseWriter, what string, err error) {
+	s.Logger.Warn("request failed: log unavailable", "request", what, "error", err)
+	writeError(w, http.StatusServiceUnavailable, "the event log is unavailable, try again: "+err.Error())
+}
+
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		// Requiring JSON also keeps other web sites out: a cross-site form
+		// cannot send this content type without a CORS preflight.
+		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json, got "+ct)
+		return false
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", MaxBodyBytes))
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: more than one value")
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func methodNotAllowed(w http.ResponseWriter, allow string) {
+	w.Header().Set("Allow", allow)
+	writeError(w, http.StatusMethodNotAllowed, "method not allowed; use "+allow)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// recoverer turns a handler panic into a 500 and a log line: nothing a
+// client sends may take the process down.
+func recoverer(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				logger.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", v)
+				writeError(w, http.StatusInternalServerError, "internal error")
+			}
+		}()
+		next.ServeHTTP(w, r)
+	})
+}

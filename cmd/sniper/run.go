@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"sniper/internal/app"
+)
+
+func runService(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sniper run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		dataDir    = fs.String("data-dir", "./sniper-data", "where the embedded NATS server keeps the event log")
+		natsURL    = fs.String("nats-url", "", "use this NATS server or cluster (e.g. nats://a:4222,nats://b:4222) instead of the embedded one")
+		natsListen = fs.String("nats-listen", "127.0.0.1:4222", "address of the embedded NATS server's client port, for the nats CLI")
+		fsync      = fs.String("fsync", "always", "embedded store: 'always' fsyncs every write; a duration (e.g. 1s) flushes at that interval, faster but an acknowledged write can be lost on power failure")
+		httpAddr   = fs.String("http", "127.0.0.1:8080", "address of the web UI and JSON API")
+		replicas   = fs.Int("replicas", 1, "replicas of the SNIPER stream (3 on a NATS cluster)")
+		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
+		logFormat  = fs.String("log-format", "text", "text or json")
+	)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: sniper run [flags]
+
+Starts the sniper: the event log (an embedded NATS server storing under
+--data-dir, or the NATS server at --nats-url), one actor per auction, and the
+HTTP API on --http. SIGINT or SIGTERM stops it cleanly.
+
+Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
+`)
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "sniper run: %v\n", err)
+		return 2
+	}
+	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "sniper run: %v\n", err)
+		return 2
+	}
+	interval, err := parseFsync(*fsync)
+	if err != nil {
+		fmt.Fprintf(stderr, "sniper run: %v\n", err)
+		return 2
+	}
+	cfg := app.Config{
+		DataDir: *dataDir, NATSURL: *natsURL, NATSListen: *natsListen, Fsync: interval,
+		HTTPAddr: *httpAddr, Replicas: *replicas, Logger: logger,
+	}
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	a, err := app.Start(startCtx, cfg)
+	cancel()
+	if err != nil {
+		logger.Error("sniper did not start", "error", err)
+		return 1
+	}
+	logger.Info("sniper running", "http", a.HTTPURL(), "nats", a.NATSURL())
+	<-ctx.Done()
+	logger.Info("shutting down")
+	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a.Stop(stopCtx)
+	return 0
+}
+
+func parseFsync(v string) (time.Duration, error) {
+	if v == "always" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("--fsync must be 'always' or a positive duration, got %q", v)
+	}
+	return d, nil
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format must be text or json, got %q", format)
+}
+
