@@ -1,0 +1,41 @@
+# sniper: an auction sniper on a durable NATS JetStream log.
+#   make run    start the sniper (embedded NATS, HTTP on 127.0.0.1:8080)
+#   make test   everything CI runs: vet, the race-enabled test suite, short fuzzing
+GO       ?= go
+GOBIN    := $(shell $(GO) env GOPATH)/bin
+export PATH := $(GOBIN):$(PATH)
+DATA_DIR ?= ./sniper-data
+FUZZTIME ?= 10s
+
+.PHONY: run build test lint fuzz fuzz-short deps tools clean
+
+run:
+	$(GO) run ./cmd/sniper run --data-dir $(DATA_DIR)
+
+build:
+	$(GO) build -o bin/sniper ./cmd/sniper
+
+# deps installs what the tests drive for real: Prosody (XMPP server),
+# Chromium (UI tests) and the nats CLI. Needs root (apt-get) the first time.
+deps:
+	./scripts/install-deps.sh
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 10m ./...
+	$(MAKE) fuzz-short
+
+fuzz-short:
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeAuctionEvent -fuzztime=$(FUZZTIME) ./messages/
+	$(GO) test -run='^$$' -fuzz=FuzzDecodeInput -fuzztime=$(FUZZTIME) ./messages/
+
+fuzz:
+	$(MAKE) fuzz-short FUZZTIME=5m
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+	staticcheck ./...
+
+clean:
+	rm -rf bin $(DATA_DIR)
