@@ -19,6 +19,7 @@ import (
 	"sniper/api"
 	"sniper/jetstream"
 	"sniper/projection"
+	"sniper/web"
 )
 
 // Config is everything `sniper run` can be told.
@@ -102,16 +103,28 @@ func (a *App) serveHTTP() error {
 		return fmt.Errorf("http listen on %s: %w", a.cfg.HTTPAddr, err)
 	}
 	apiSrv := &api.Server{Log: a.log, View: a.view, Logger: a.logger}
+	// Long-lived requests (the live event stream) end when shutdown
+	// starts, instead of holding it up until its deadline.
+	baseCtx, cancelRequests := context.WithCancel(context.Background())
 	a.httpSrv = &http.Server{
-		Handler:           apiSrv.Handler(),
+		Handler:           a.routes(apiSrv),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 	}
+	a.httpSrv.RegisterOnShutdown(cancelRequests)
 	a.httpLn = ln
 	a.httpDone = make(chan error, 1)
 	go func() { a.httpDone <- a.httpSrv.Serve(ln) }()
 	a.logger.Info("http api listening", "url", "http://"+ln.Addr().String())
 	return nil
+}
+
+func (a *App) routes(apiSrv *api.Server) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/api/", apiSrv.Handler())
+	mux.Handle("/", web.Handler())
+	return mux
 }
 
 // HTTPURL is the base URL of the API, with the port actually bound.

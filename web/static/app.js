@@ -1,0 +1,169 @@
+// The sniper's page: a join form, a live table fed by Server-Sent Events,
+// and a per-auction history read from the log. Everything that came from
+// outside (item ids, bidders, message bodies) is put in the page as text,
+// never as HTML.
+"use strict";
+
+const ITEM = /^[A-Za-z0-9_-]{1,64}$/;
+const rows = new Map();
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c);
+  return e;
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: {} };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, opts);
+  let data = null;
+  try { data = await res.json(); } catch (_) { /* empty body */ }
+  if (!res.ok) throw new Error((data && data.error) || `${res.status} ${res.statusText}`);
+  return data;
+}
+
+// ---- the table ----
+
+function render(s) {
+  let row = rows.get(s.item);
+  if (!row) {
+    row = el("tr", { "data-item": s.item });
+    row.id = "row-" + s.item;
+    const stop = el("button", { class: "secondary", type: "button" }, "Stop");
+    stop.addEventListener("click", () => stopSniper(s.item, stop));
+    const hist = el("button", { class: "link", type: "button" }, "History");
+    hist.addEventListener("click", () => showHistory(s.item));
+    row.append(
+      el("td", { class: "item", "data-label": "Item" }, s.item),
+      el("td", { class: "stop-price num", "data-label": "Stop Price" }),
+      el("td", { class: "last-price num", "data-label": "Last Price" }),
+      el("td", { class: "last-bid num", "data-label": "Last Bid" }),
+      el("td", { class: "state-cell", "data-label": "State" }),
+      el("td", { class: "actions" }, stop, " ", hist));
+    rows.set(s.item, row);
+    insertSorted(row, s.item);
+  }
+  // Snapshots can arrive twice (reconnect); never go back to an older one.
+  if (Number(row.dataset.seq || 0) > s.input_seq) return;
+  row.dataset.seq = s.input_seq;
+  row.querySelector(".stop-price").textContent = s.stop_price;
+  row.querySelector(".last-price").textContent = s.last_price;
+  row.querySelector(".last-bid").textContent = s.last_bid;
+  const cell = row.querySelector(".state-cell");
+  cell.replaceChildren(el("span", { class: "state state-" + s.state }, s.state));
+  if (s.reason) cell.append(el("span", { class: "reason" }, s.reason));
+  const final = ["Won", "Lost", "Failed", "Stopped"].includes(s.state);
+  row.querySelector(".actions button.secondary").disabled = final;
+  $("empty").hidden = rows.size > 0;
+  if ($("history-item").textContent === s.item && !$("history").hidden) showHistory(s.item);
+}
+
+function insertSorted(row, item) {
+  const body = $("snipers").tBodies[0];
+  for (const other of body.rows) {
+    if (other.dataset.item > item) { body.insertBefore(row, other); return; }
+  }
+  body.append(row);
+}
+
+// ---- live updates ----
+
+function connect() {
+  const live = $("live");
+  const es = new EventSource("api/stream");
+  es.addEventListener("open", () => { live.textContent = "live"; live.className = "badge on"; });
+  es.addEventListener("error", () => { live.textContent = "reconnecting…"; live.className = "badge off"; });
+  es.addEventListener("snapshot", (e) => render(JSON.parse(e.data)));
+  es.addEventListener("status", (e) => showStatus(JSON.parse(e.data)));
+}
+
+function showStatus(st) {
+  const p = $("open-items");
+  if (st.open_items && st.open_items.length) {
+    p.hidden = false;
+    p.textContent = "Open auctions at the built-in auction house: " + st.open_items.join(", ");
+  }
+}
+
+// ---- the form ----
+
+function fieldError(id, msg) {
+  $(id + "-error").textContent = msg || "";
+  $(id).setAttribute("aria-invalid", msg ? "true" : "false");
+}
+
+$("join").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const item = $("item").value.trim();
+  const stopText = $("stop-price").value.trim();
+  fieldError("item"); fieldError("stop-price"); $("form-error").textContent = "";
+  let ok = true;
+  if (!ITEM.test(item)) { fieldError("item", "1 to 64 letters, digits, '-' or '_'"); ok = false; }
+  if (!/^[1-9][0-9]{0,17}$/.test(stopText)) { fieldError("stop-price", "a whole number above 0"); ok = false; }
+  if (!ok) return;
+  const button = $("join-button");
+  button.disabled = true;
+  try {
+    const s = await api("POST", "api/snipers", { item, stop_price: Number(stopText) });
+    if (s && s.state) render(s);
+    $("item").value = ""; $("stop-price").value = "";
+  } catch (err) {
+    const msg = err.message;
+    if (/stop_price/.test(msg)) fieldError("stop-price", msg);
+    else if (/item/.test(msg)) fieldError("item", msg);
+    else $("form-error").textContent = msg;
+  } finally {
+    button.disabled = false;
+  }
+});
+
+async function stopSniper(item, button) {
+  button.disabled = true;
+  try { render(await api("DELETE", "api/snipers/" + encodeURIComponent(item))); }
+  catch (err) { $("form-error").textContent = "Stop " + item + ": " + err.message; button.disabled = false; }
+}
+
+// ---- history ----
+
+function describe(ev) {
+  const d = ev.data || {};
+  switch (ev.type) {
+    case "start": return `You joined, bidding up to ${d.stop_price}`;
+    case "stop": return "You stopped the sniper";
+    case "price": return `Price ${d.current_price} (increment ${d.increment}) by ${d.bidder}` + (d.from_sniper ? " (the sniper)" : "");
+    case "close": return "The auction closed";
+    case "malformed": return `Unreadable message "${d.body}": ${d.reason}`;
+    case "join": return "Sent JOIN to the auction house";
+    case "bid": return `Sent BID ${d.price}`;
+    case "snapshot": return `Now ${d.state}: last price ${d.last_price}, last bid ${d.last_bid}` + (d.reason ? ` (${d.reason})` : "");
+    default: return ev.type;
+  }
+}
+
+async function showHistory(item) {
+  $("history-item").textContent = item;
+  $("history").hidden = false;
+  const list = $("history-events");
+  try {
+    const data = await api("GET", "api/snipers/" + encodeURIComponent(item) + "/events");
+    list.replaceChildren(...data.events.map((ev) => {
+      const t = new Date(ev.time);
+      return el("li", { class: "event event-" + ev.type, "data-seq": ev.seq },
+        el("time", { datetime: ev.time }, t.toLocaleTimeString()), describe(ev));
+    }));
+  } catch (err) {
+    list.replaceChildren(el("li", { class: "error" }, err.message));
+  }
+}
+
+$("history-close").addEventListener("click", () => { $("history").hidden = true; });
+
+connect();
