@@ -37,6 +37,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/snipers", s.snipers)
 	mux.HandleFunc("/api/snipers/{item}", s.sniper)
 	mux.HandleFunc("/api/snipers/{item}/events", s.events)
+	mux.HandleFunc("/api/stream", s.stream)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
