@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"maps"
+	"slices"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
@@ -139,25 +141,51 @@ func (l *Log) StartedItems(ctx context.Context) ([]messages.StartCommand, error)
 	return out, nil
 }
 
+// maxLastPerRequest is how many subjects one multi-last direct get may
+// match: nats-server (maxAllowedResponses) answers more with "413 Too Many
+// Results", which jetstreamext reports as ErrBatchUnsupported.
+const maxLastPerRequest = 1024
+
 // lastPerSubject yields the last message, up to seq (0: now), of each
 // subject matching filter, ending quietly when there is none.
+//
+// One request with the wildcard filter would stop working at the 1025th
+// auction, so the matching subjects are listed first and asked for in
+// chunks, all as of the same sequence: the result is one cut of the log.
 func (l *Log) lastPerSubject(ctx context.Context, filter string, seq uint64) iter.Seq2[*jetstream.RawStreamMsg, error] {
 	return func(yield func(*jetstream.RawStreamMsg, error) bool) {
-		var opts []jetstreamext.GetLastForOpt
-		if seq > 0 {
-			opts = append(opts, jetstreamext.GetLastMsgsUpToSeq(seq))
+		upTo := seq
+		if upTo == 0 {
+			// Fix the cut before listing subjects, so that every subject
+			// with a message up to it is in the list.
+			info, err := l.stream.Info(ctx)
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			if upTo = info.State.LastSeq; upTo == 0 {
+				return
+			}
 		}
-		msgs, err := jetstreamext.GetLastMsgsFor(ctx, l.js, StreamName, []string{filter}, opts...)
+		info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
 		if err != nil {
 			yield(nil, err)
 			return
 		}
-		for raw, err := range msgs {
-			if errors.Is(err, jetstreamext.ErrNoMessages) {
+		subjects := slices.Sorted(maps.Keys(info.State.Subjects))
+		for chunk := range slices.Chunk(subjects, maxLastPerRequest) {
+			msgs, err := jetstreamext.GetLastMsgsFor(ctx, l.js, StreamName, chunk, jetstreamext.GetLastMsgsUpToSeq(upTo))
+			if err != nil {
+				yield(nil, err)
 				return
 			}
-			if !yield(raw, err) || err != nil {
-				return
+			for raw, err := range msgs {
+				if errors.Is(err, jetstreamext.ErrNoMessages) {
+					break // none of this chunk's subjects existed at upTo
+				}
+				if !yield(raw, err) || err != nil {
+					return
+				}
 			}
 		}
 	}

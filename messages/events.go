@@ -157,7 +157,6 @@ func NewSnapshot(s auction.Snapshot, inputSeq uint64) SnapshotEvent {
 	return SnapshotEvent{Type: TypeSnapshot, Snapshot: s, InputSeq: inputSeq}
 }
 
-
 // InputSubjects are the subjects a sniper decides on, for one item or, with
 // item "*", for all.
 func InputSubjects(item string) []string {
