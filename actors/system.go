@@ -137,6 +137,9 @@ func (s *System) followStarts(ctx context.Context, cons natsjs.Consumer) {
 	}
 }
 
+// ActorSystem is the system the snipers run in, for the bridges.
+func (s *System) ActorSystem() *actor.ActorSystem { return s.as }
+
 // Stop stops taking new auctions, lets every sniper finish the decision in
 // hand, and stops the actors. Inputs not yet decided stay in the log.
 // Calling it again does nothing.

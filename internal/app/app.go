@@ -11,15 +11,19 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"mellium.im/xmpp/jid"
 
 	"sniper/actors"
 	"sniper/api"
 	"sniper/jetstream"
+	"sniper/metrics"
 	"sniper/projection"
 	"sniper/web"
+	"sniper/xmppclient"
 )
 
 // Config is everything `sniper run` can be told.
@@ -31,7 +35,13 @@ type Config struct {
 	Fsync    time.Duration
 	HTTPAddr string
 	Replicas int
-	Logger   *slog.Logger
+	// XMPP is the sniper's account at the auction house; nil runs without
+	// one (commands are logged and decided, nothing reaches an auction).
+	XMPP *xmppclient.Config
+	// AuctionDomain is where auction-<item> JIDs live; empty means the
+	// domain of the XMPP JID.
+	AuctionDomain string
+	Logger        *slog.Logger
 	// Fault is a test hook called at the actors' fault points.
 	Fault actors.FaultHook
 }
@@ -47,6 +57,15 @@ type App struct {
 	system *actors.System
 	view   *projection.View
 
+	metrics  *metrics.Metrics
+	chat     *xmppclient.Conn
+	inbound  *actors.Inbound
+	outbound *actors.Outbound
+	xmppUp   atomic.Bool
+	chatStop context.CancelFunc
+	chatDone chan struct{}
+	fatal    chan error
+
 	httpSrv  *http.Server
 	httpLn   net.Listener
 	httpDone chan error
@@ -56,7 +75,7 @@ type App struct {
 
 // Start brings the sniper up; on error everything started is stopped.
 func Start(ctx context.Context, cfg Config) (_ *App, err error) {
-	a := &App{cfg: cfg, logger: cfg.Logger}
+	a := &App{cfg: cfg, logger: cfg.Logger, metrics: metrics.New(), fatal: make(chan error, 1)}
 	if a.logger == nil {
 		a.logger = slog.Default()
 	}
@@ -87,15 +106,90 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.system, err = actors.StartSystem(ctx, actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault})
+	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics}
+	a.system, err = actors.StartSystem(ctx, deps)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.XMPP != nil {
+		if err := a.startXMPP(ctx, deps); err != nil {
+			return nil, err
+		}
 	}
 	if err := a.serveHTTP(); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
+
+// startXMPP connects the bridges to the auction house. It waits for the
+// first session (or a fatal error such as a wrong password) for a few
+// seconds, so a misconfiguration stops `sniper run` at once; an auction
+// house that is merely down is retried in the background.
+func (a *App) startXMPP(ctx context.Context, deps actors.Deps) error {
+	xcfg := *a.cfg.XMPP
+	sniperJID, err := jid.Parse(xcfg.JID)
+	if err != nil {
+		return fmt.Errorf("xmpp jid %q: %w", xcfg.JID, err)
+	}
+	if sniperJID.Resourcepart() == "" {
+		return fmt.Errorf("xmpp jid %q needs a resource (e.g. %s/Auction)", xcfg.JID, xcfg.JID)
+	}
+	domain := a.cfg.AuctionDomain
+	if domain == "" {
+		domain = sniperJID.Domainpart()
+	}
+	id := actors.Identity{Sniper: sniperJID, AuctionDomain: domain}
+	a.inbound, err = actors.NewInbound(a.system.ActorSystem(), deps, id, a.metrics)
+	if err != nil {
+		return err
+	}
+	first := make(chan struct{})
+	var once sync.Once
+	everUp := false
+	xcfg.Logger = a.logger.With("component", "xmpp")
+	xcfg.OnStateChange = func(up bool) {
+		a.xmppUp.Store(up)
+		a.metrics.XMPPState(up, up && everUp)
+		if up {
+			everUp = true
+			once.Do(func() { close(first) })
+		}
+	}
+	a.chat = xmppclient.New(xcfg, a.inbound.Deliver)
+	a.outbound, err = actors.StartOutbound(ctx, deps, id, a.chat, a.metrics)
+	if err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	a.chatStop, a.chatDone = stop, make(chan struct{})
+	runErr := make(chan error, 1)
+	go func() {
+		defer close(a.chatDone)
+		if err := a.chat.Run(runCtx); err != nil {
+			runErr <- err
+			a.fatal <- fmt.Errorf("xmpp: %w", err)
+		}
+	}()
+	select {
+	case <-first:
+		a.logger.Info("connected to the auction house", "jid", sniperJID.String(), "addr", xcfg.Addr, "auction_domain", domain)
+	case err := <-runErr:
+		return fmt.Errorf("xmpp: %w", err)
+	case <-time.After(5 * time.Second):
+		a.logger.Warn("auction house not reachable yet; retrying in the background", "addr", xcfg.Addr)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Fatal delivers an error that stops the app from working (e.g. the XMPP
+// server refused its password); the caller should stop it.
+func (a *App) Fatal() <-chan error { return a.fatal }
+
+// XMPPConnected reports whether the session to the auction house is up.
+func (a *App) XMPPConnected() bool { return a.xmppUp.Load() }
 
 func (a *App) serveHTTP() error {
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
@@ -123,6 +217,9 @@ func (a *App) serveHTTP() error {
 func (a *App) routes(apiSrv *api.Server) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiSrv.Handler())
+	mux.Handle("GET /metrics", a.metrics.Handler())
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("/", web.Handler())
 	return mux
 }
@@ -160,6 +257,18 @@ func (a *App) Stop(ctx context.Context) {
 }
 
 func (a *App) shutdown() {
+	// Inbound first: it may be holding the XMPP reader while it retries a
+	// write to the log; then the session; then the outbound feed.
+	if a.inbound != nil {
+		a.inbound.Stop()
+	}
+	if a.chatStop != nil {
+		a.chatStop()
+		<-a.chatDone
+	}
+	if a.outbound != nil {
+		a.outbound.Stop()
+	}
 	if a.system != nil {
 		a.system.Stop()
 	}

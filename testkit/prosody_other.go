@@ -1,0 +1,7 @@
+//go:build !linux
+
+package testkit
+
+import "syscall"
+
+func prosodyProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }

@@ -1,0 +1,495 @@
+package xmppclient
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"mellium.im/sasl"
+	"mellium.im/xmlstream"
+	"mellium.im/xmpp"
+	"mellium.im/xmpp/jid"
+	"mellium.im/xmpp/stanza"
+	"mellium.im/xmpp/stream"
+)
+
+const nsBind = "urn:ietf:params:xml:ns:xmpp-bind"
+
+// closeTimeout bounds how long Close waits for the server to end its
+// side of the stream before dropping the connection.
+const closeTimeout = 2 * time.Second
+
+// Session is one negotiated client session. Incoming chat messages go to
+// the handler given to Dial, one at a time, on the session's own reading
+// goroutine: a handler that blocks holds up reading (which is how a
+// caller applies backpressure) and Close waits for it to return, so the
+// handler must not call Close (Send is fine).
+type Session struct {
+	xs           *xmpp.Session
+	raw          net.Conn // the TCP conn we dialled: deadlines go here
+	local        jid.JID
+	handler      func(from jid.JID, body string)
+	log          *slog.Logger
+	writeTimeout time.Duration
+
+	// sendSem serialises Sends so that the write deadline one of them sets
+	// is not moved by another; a channel so that waiting honours ctx.
+	sendSem chan struct{}
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed when Close starts
+	done      chan struct{} // closed when the reading goroutine has ended
+
+	mu  sync.Mutex
+	err error
+}
+
+// Dial connects, negotiates TLS per cfg.TLS, authenticates (SCRAM-SHA-256,
+// SCRAM-SHA-1, then PLAIN, as offered), binds exactly cfg.JID's resource,
+// sends initial presence and starts reading. handler receives every chat
+// or normal message with a non-empty body; it may be nil.
+//
+// Errors wrap ErrAuth or ErrTLS when retrying cannot help.
+func Dial(ctx context.Context, cfg Config, handler func(from jid.JID, body string)) (*Session, error) {
+	local, err := jid.Parse(cfg.JID)
+	if err != nil {
+		return nil, fmt.Errorf("xmppclient: parse JID %q: %w", cfg.JID, err)
+	}
+	if local.Localpart() == "" || local.Resourcepart() == "" {
+		return nil, fmt.Errorf("xmppclient: JID %q must be a full JID user@domain/resource", cfg.JID)
+	}
+	mode := cfg.tlsMode()
+	if _, err := ParseTLSMode(string(mode)); err != nil {
+		return nil, fmt.Errorf("xmppclient: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, orDefault(cfg.DialTimeout, DefaultDialTimeout))
+	defer cancel()
+
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("xmppclient: dial %s: %w", cfg.Addr, err)
+	}
+	// The time limit lives on the conn, not in the ctx given to mellium:
+	// mellium answers a ctx that ends by setting the conn's deadline in
+	// the past from a goroutine that can run after negotiation returned,
+	// killing the live session's first read. So mellium gets a ctx that
+	// never ends, and the caller's ctx is watched here instead.
+	dl, _ := ctx.Deadline()
+	_ = raw.SetDeadline(dl)
+	stopWatch := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
+	nctx := context.WithoutCancel(ctx)
+
+	var state xmpp.SessionState
+	features := make([]xmpp.StreamFeature, 0, 3)
+	switch mode {
+	case TLSOff:
+		// mellium only offers SASL on a Secure stream; plaintext was
+		// asked for explicitly, so declare it acceptable.
+		state = xmpp.Secure
+	case TLSRequire, TLSSkipVerify:
+		tc := &tls.Config{
+			ServerName: local.Domainpart(),
+			MinVersion: tls.VersionTLS12,
+			RootCAs:    cfg.RootCAs,
+			// Test and demo servers have self-signed certificates.
+			InsecureSkipVerify: mode == TLSSkipVerify, //nolint:gosec // opt-in mode
+		}
+		features = append(features, startTLS(tc))
+	}
+	features = append(features,
+		saslAuth(cfg.Password, mode != TLSOff),
+		bindExactly(local.Resourcepart()),
+	)
+
+	xs, err := xmpp.NewSession(nctx, local.Domain(), local, raw, state,
+		xmpp.NewNegotiator(func(*xmpp.Session, *xmpp.StreamConfig) xmpp.StreamConfig {
+			return xmpp.StreamConfig{Features: features}
+		}))
+	if err == nil && mode != TLSOff && !xs.ConnectionState().HandshakeComplete {
+		// Never a plaintext session when TLS was asked for, whatever path
+		// negotiation took.
+		err = fmt.Errorf("%w: stream is not encrypted", ErrTLS)
+	}
+	if err == nil {
+		if got := xs.LocalAddr(); !got.Equal(local) {
+			err = fmt.Errorf("server bound %s, want %s", got, local)
+		}
+	}
+	if err == nil {
+		// Initial presence makes us available: the server then routes
+		// messages for the bare JID to this resource.
+		if perr := xs.Send(nctx, stanza.Presence{}.Wrap(nil)); perr != nil {
+			err = fmt.Errorf("initial presence: %w", perr)
+		}
+	}
+	if !stopWatch() && ctx.Err() != nil {
+		// The watcher fired: the conn's deadline is in the past.
+		err = errors.Join(ctx.Err(), err)
+	}
+	if err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("xmppclient: connect to %s as %s: %w", cfg.Addr, local, err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+
+	s := &Session{
+		xs:           xs,
+		raw:          raw,
+		local:        local,
+		handler:      handler,
+		log:          cfg.logger().With("jid", local.String()),
+		writeTimeout: orDefault(cfg.WriteTimeout, DefaultWriteTimeout),
+		sendSem:      make(chan struct{}, 1),
+		closing:      make(chan struct{}),
+		done:         make(chan struct{}),
+	}
+	go s.serve()
+	return s, nil
+}
+
+// LocalJID is the full JID the session is bound to.
+func (s *Session) LocalJID() jid.JID { return s.local }
+
+// Done is closed when the session has ended, by Close or because the
+// connection died; Err then says why.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err is nil while the session is alive, then the reason it ended
+// (wrapping ErrClosed after Close).
+func (s *Session) Err() error {
+	select {
+	case <-s.done:
+	default:
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// setErr keeps the first reason: later ones are consequences.
+func (s *Session) setErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+// Send sends body to `to` as a chat message and flushes it. ctx bounds
+// the wait for other Sends; the write itself is bounded by
+// Config.WriteTimeout. A failed write ends the session, since the stream
+// may hold half a stanza: the message may or may not have been delivered.
+func (s *Session) Send(ctx context.Context, to jid.JID, body string) error {
+	select {
+	case s.sendSem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("xmppclient: send to %s: %w", to, ctx.Err())
+	case <-s.closing:
+		return fmt.Errorf("xmppclient: send to %s: %w", to, ErrClosed)
+	case <-s.done:
+		return fmt.Errorf("xmppclient: send to %s: %w", to, ErrClosed)
+	}
+	defer func() { <-s.sendSem }()
+	select {
+	case <-s.closing:
+		return fmt.Errorf("xmppclient: send to %s: %w", to, ErrClosed)
+	case <-s.done:
+		return fmt.Errorf("xmppclient: send to %s: %w", to, ErrClosed)
+	default:
+	}
+
+	msg := stanza.Message{To: to, Type: stanza.ChatMessage}.Wrap(
+		xmlstream.Wrap(xmlstream.Token(xml.CharData(body)), xml.StartElement{Name: xml.Name{Local: "body"}}),
+	)
+	_ = s.raw.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	// Background, not ctx: mellium sets the conn's write deadline in the
+	// past when a Send's ctx ends, which can kill a concurrent write; the
+	// deadline above bounds the time instead. xmpp.Session.Send flushes.
+	err := s.xs.Send(context.Background(), msg)
+	_ = s.raw.SetWriteDeadline(time.Time{})
+	if err != nil {
+		err = fmt.Errorf("xmppclient: send to %s: %w", to, err)
+		s.setErr(err)
+		_ = s.raw.Close() // ends serve, which closes done
+		return err
+	}
+	return nil
+}
+
+// Close ends the stream, waits for the server to end its side (briefly)
+// and for the reading goroutine, including a running handler call, to
+// return. It is safe to call more than once and concurrently.
+func (s *Session) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		s.setErr(ErrClosed)
+		_ = s.raw.SetDeadline(time.Now().Add(closeTimeout))
+		if err := s.xs.Close(); err != nil {
+			s.log.Debug("xmpp close stream", "err", err)
+		}
+		t := time.NewTimer(closeTimeout)
+		defer t.Stop()
+		select {
+		case <-s.done:
+		case <-t.C:
+		}
+		_ = s.raw.Close()
+	})
+	<-s.done
+	return nil
+}
+
+func (s *Session) serve() {
+	err := s.xs.Serve(xmpp.HandlerFunc(s.handle))
+	if err == nil {
+		err = errors.New("stream closed by server")
+	}
+	s.setErr(fmt.Errorf("xmppclient: %w", err))
+	_ = s.raw.Close()
+	close(s.done)
+}
+
+type inMessage struct {
+	XMLName xml.Name
+	From    string `xml:"from,attr"`
+	Type    string `xml:"type,attr"`
+	Body    string `xml:"body"`
+}
+
+func (s *Session) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
+	if start.Name.Local != "message" {
+		return nil
+	}
+	var msg inMessage
+	d := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(start.Copy()), t))
+	if err := d.Decode(&msg); err != nil {
+		// The stream is XML we cannot read: nothing after it can be trusted.
+		return fmt.Errorf("decode message: %w", err)
+	}
+	switch stanza.MessageType(msg.Type) {
+	case stanza.ChatMessage, stanza.NormalMessage, "":
+	default:
+		if msg.Type == string(stanza.ErrorMessage) {
+			s.log.Debug("xmpp message bounced", "from", msg.From)
+		}
+		return nil
+	}
+	if msg.Body == "" || s.handler == nil {
+		return nil
+	}
+	var from jid.JID
+	if msg.From == "" {
+		// mellium blanks a from equal to our own bare JID; no from at all
+		// also means our own account (RFC 6120 8.1.2.1).
+		from = s.local.Bare()
+	} else {
+		var err error
+		if from, err = jid.Parse(msg.From); err != nil {
+			s.log.Warn("xmpp message with bad from dropped", "from", msg.From, "err", err)
+			return nil
+		}
+	}
+	s.handler(from, msg.Body)
+	return nil
+}
+
+// startTLS is mellium's STARTTLS, plus an explicit handshake so that any
+// TLS failure surfaces here, marked ErrTLS, rather than as a read error
+// somewhere later in negotiation.
+func startTLS(cfg *tls.Config) xmpp.StreamFeature {
+	f := xmpp.StartTLS(cfg)
+	// mellium negotiates a feature the server marks optional and, if
+	// that fails, carries on with the next one, dropping the error: a
+	// refused certificate then ends in a plaintext session. TLS was asked
+	// for, so it is required whatever the server says.
+	parse := f.Parse
+	f.Parse = func(ctx context.Context, d *xml.Decoder, start *xml.StartElement) (bool, any, error) {
+		_, data, err := parse(ctx, d, start)
+		return true, data, err
+	}
+	negotiate := f.Negotiate
+	f.Negotiate = func(ctx context.Context, session *xmpp.Session, data any) (xmpp.SessionState, io.ReadWriter, error) {
+		mask, rw, err := negotiate(ctx, session, data)
+		if err != nil {
+			return mask, rw, classify(ErrTLS, "starttls", err)
+		}
+		tc, ok := rw.(*tls.Conn)
+		if !ok {
+			return mask, rw, fmt.Errorf("%w: starttls returned %T", ErrTLS, rw)
+		}
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return 0, nil, classify(ErrTLS, "tls handshake", err)
+		}
+		return mask, rw, nil
+	}
+	return f
+}
+
+// saslAuth prefers SCRAM, which never sends the password; PLAIN is the
+// fallback, and is only reached over TLS or with TLS explicitly off.
+func saslAuth(password string, requireTLS bool) xmpp.StreamFeature {
+	f := xmpp.SASL("", password, sasl.ScramSha256, sasl.ScramSha1, sasl.Plain)
+	negotiate := f.Negotiate
+	f.Negotiate = func(ctx context.Context, session *xmpp.Session, data any) (xmpp.SessionState, io.ReadWriter, error) {
+		if requireTLS && !session.ConnectionState().HandshakeComplete {
+			// Belt and braces against mellium carrying on after a failed
+			// STARTTLS (see startTLS): no credentials in the clear.
+			return 0, nil, fmt.Errorf("%w: refusing to authenticate on an unencrypted stream", ErrTLS)
+		}
+		mask, rw, err := negotiate(ctx, session, data)
+		if err != nil {
+			return mask, rw, classify(ErrAuth, "sasl", err)
+		}
+		return mask, rw, nil
+	}
+	return f
+}
+
+// classify marks err as the fatal kind unless it is plainly the network
+// or the clock, which a redial may cure.
+func classify(kind error, step string, err error) error {
+	if transient(err) {
+		return fmt.Errorf("%s: %w", step, err)
+	}
+	return fmt.Errorf("%w: %s: %w", kind, step, err)
+}
+
+func transient(err error) bool {
+	var (
+		se      stream.Error
+		opErr   *net.OpError
+		certErr *tls.CertificateVerificationError
+		uaErr   x509.UnknownAuthorityError
+		hErr    x509.HostnameError
+		ciErr   x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(err, &certErr), errors.As(err, &uaErr), errors.As(err, &hErr), errors.As(err, &ciErr):
+		return false
+	case errors.As(err, &opErr) && opErr.Op == "remote error":
+		// A TLS alert from the server: it rejected us, not the network.
+		return false
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNREFUSED):
+		return true
+	case errors.As(err, &se):
+		// The server ended the stream (shutting down, say) mid-negotiation.
+		return true
+	case errors.As(err, &opErr):
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+// bindExactly binds the given resource. mellium's BindResource puts the
+// (empty) JID where the resource belongs, so the server picks a random
+// one; the sniper's address must be stable, so this sends the request
+// itself.
+func bindExactly(resource string) xmpp.StreamFeature {
+	return xmpp.StreamFeature{
+		Name:       xml.Name{Space: nsBind, Local: "bind"},
+		Necessary:  xmpp.Authn,
+		Prohibited: xmpp.Ready,
+		List: func(context.Context, xmlstream.TokenWriter, xml.StartElement) (bool, error) {
+			return true, errors.New("xmppclient: bind is client-side only")
+		},
+		Parse: func(_ context.Context, d *xml.Decoder, _ *xml.StartElement) (bool, any, error) {
+			return true, nil, d.Skip()
+		},
+		Negotiate: func(ctx context.Context, session *xmpp.Session, _ any) (xmpp.SessionState, io.ReadWriter, error) {
+			id, err := randomID()
+			if err != nil {
+				return 0, nil, err
+			}
+			w := session.TokenWriter()
+			defer w.Close()
+			req := stanza.IQ{
+				XMLName: xml.Name{Space: stanza.NSClient, Local: "iq"},
+				ID:      id,
+				Type:    stanza.SetIQ,
+			}.Wrap(xmlstream.Wrap(
+				xmlstream.Wrap(xmlstream.Token(xml.CharData(resource)), xml.StartElement{Name: xml.Name{Local: "resource"}}),
+				xml.StartElement{Name: xml.Name{Space: nsBind, Local: "bind"}},
+			))
+			if _, err := xmlstream.Copy(w, req); err != nil {
+				return 0, nil, fmt.Errorf("bind request: %w", err)
+			}
+			if err := w.Flush(); err != nil {
+				return 0, nil, fmt.Errorf("bind request: %w", err)
+			}
+
+			r := session.TokenReader()
+			defer r.Close()
+			d := xml.NewTokenDecoder(r)
+			var start xml.StartElement
+			for {
+				tok, err := d.Token()
+				if err != nil {
+					return 0, nil, fmt.Errorf("bind response: %w", err)
+				}
+				if st, ok := tok.(xml.StartElement); ok {
+					start = st
+					break
+				}
+			}
+			var resp struct {
+				ID   string `xml:"id,attr"`
+				Type string `xml:"type,attr"`
+				JID  string `xml:"urn:ietf:params:xml:ns:xmpp-bind bind>jid"`
+				Err  *struct {
+					Inner []byte `xml:",innerxml"`
+				} `xml:"error"`
+			}
+			if start.Name.Local != "iq" {
+				return 0, nil, fmt.Errorf("bind response: got <%s>, want <iq>", start.Name.Local)
+			}
+			if err := d.DecodeElement(&resp, &start); err != nil {
+				return 0, nil, fmt.Errorf("bind response: %w", err)
+			}
+			switch {
+			case resp.ID != id:
+				return 0, nil, fmt.Errorf("bind response: id %q, want %q", resp.ID, id)
+			case resp.Type == string(stanza.ErrorIQ):
+				detail := ""
+				if resp.Err != nil {
+					detail = string(resp.Err.Inner)
+				}
+				return 0, nil, fmt.Errorf("bind %q refused: %s", resource, detail)
+			case resp.Type != string(stanza.ResultIQ):
+				return 0, nil, fmt.Errorf("bind response: type %q", resp.Type)
+			}
+			bound, err := jid.Parse(resp.JID)
+			if err != nil {
+				return 0, nil, fmt.Errorf("bind response: jid %q: %w", resp.JID, err)
+			}
+			if bound.Resourcepart() != resource {
+				return 0, nil, fmt.Errorf("server bound resource %q, want %q", bound.Resourcepart(), resource)
+			}
+			session.UpdateAddr(bound)
+			return xmpp.Ready, nil, nil
+		},
+	}
+}
+
+func randomID() (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random id: %w", err)
+	}
+	return hex.EncodeToString(b), nil
+}
