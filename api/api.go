@@ -3,13 +3,16 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"mime"
 	"net/http"
-	"strings"
+	"strconv"
 	"time"
 
 	"sniper/auction"
@@ -122,7 +125,12 @@ func parseStopPrice(raw json.RawMessage) (int64, error) {
 	if len(raw) == 0 {
 		return 0, errors.New("stop_price is required")
 	}
+	// A JSON string holding a number would unmarshal into json.Number too:
+	// only a number literal is a stop price.
 	var n json.Number
+	if raw[0] == '"' {
+		return 0, fmt.Errorf("stop_price must be a positive integer, not a string: %s", truncate(string(raw), 40))
+	}
 	if err := json.Unmarshal(raw, &n); err != nil {
 		return 0, fmt.Errorf("stop_price must be a positive integer, got %s", truncate(string(raw), 40))
 	}
@@ -241,28 +249,55 @@ func (s *Server) unavailable(w http.ResponseWriter, what string, err error) {
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		// Requiring JSON also keeps other web sites out: a cross-site form
-		// cannot send this content type without a CORS preflight.
-		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json, got "+ct)
+	// Requiring JSON also keeps other web sites out: a cross-site form or
+	// fetch cannot send this content type without a CORS preflight. A
+	// missing Content-Type is refused too: a cross-site fetch of a Blob
+	// sends none, without a preflight.
+	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
+		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json, got "+truncate(strconv.Quote(ct), 80))
 		return false
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	tooBig := func() bool {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", MaxBodyBytes))
+		return false
+	}
+	if r.ContentLength > MaxBodyBytes {
+		return tooBig()
+	}
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
+	var maxErr *http.MaxBytesError
 	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", MaxBodyBytes))
-			return false
+		if errors.As(err, &maxErr) {
+			return tooBig()
 		}
 		writeError(w, http.StatusBadRequest, "invalid JSON body: "+err.Error())
 		return false
 	}
-	if dec.More() {
-		writeError(w, http.StatusBadRequest, "invalid JSON body: more than one value")
+	// Only whitespace may follow the value (dec.More would let a stray '}'
+	// or ']' through), and reading to the end holds the whole body, not
+	// just its first value, to the size limit.
+	rest, err := io.ReadAll(io.MultiReader(dec.Buffered(), body))
+	if err != nil {
+		if errors.As(err, &maxErr) {
+			return tooBig()
+		}
+		writeError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return false
+	}
+	if len(bytes.TrimLeft(rest, " \t\r\n")) > 0 {
+		writeError(w, http.StatusBadRequest, "invalid JSON body: data after the JSON value")
 		return false
 	}
 	return true
+}
+
+// isJSON reports whether a Content-Type is application/json, with or
+// without parameters.
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -15,7 +16,9 @@ import (
 
 func runService(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sniper run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// Usage goes to stdout when asked for (--help), to stderr with an error.
+	var usageOut bytes.Buffer
+	fs.SetOutput(&usageOut)
 	var (
 		dataDir    = fs.String("data-dir", "./sniper-data", "where the embedded NATS server keeps the event log")
 		natsURL    = fs.String("nats-url", "", "use this NATS server or cluster (e.g. nats://a:4222,nats://b:4222) instead of the embedded one")
@@ -35,12 +38,14 @@ HTTP API on --http. SIGINT or SIGTERM stops it cleanly.
 
 Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 `)
-		fs.PrintDefaults()
+		printFlags(fs.Output(), fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			_, _ = stdout.Write(usageOut.Bytes())
 			return 0
 		}
+		_, _ = stderr.Write(usageOut.Bytes())
 		fmt.Fprintf(stderr, "sniper run: %v\n", err)
 		return 2
 	}
@@ -74,6 +79,27 @@ Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 	return 0
 }
 
+// printFlags is flag.PrintDefaults with the --name spelling the docs use
+// and each flag's environment variable.
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, usage := flag.UnquoteUsage(f)
+		fmt.Fprintf(w, "  --%s", f.Name)
+		if typ != "" {
+			fmt.Fprintf(w, " %s", typ)
+		}
+		fmt.Fprintf(w, "\n    \t%s", strings.ReplaceAll(usage, "\n", "\n    \t"))
+		switch {
+		case f.DefValue == "":
+		case typ == "string":
+			fmt.Fprintf(w, " (default %q)", f.DefValue)
+		default:
+			fmt.Fprintf(w, " (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "\n    \t[env %s]\n", envName(f.Name))
+	})
+}
+
 func parseFsync(v string) (time.Duration, error) {
 	if v == "always" {
 		return 0, nil
@@ -99,4 +125,3 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("--log-format must be text or json, got %q", format)
 }
-

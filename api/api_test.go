@@ -1,0 +1,230 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"sniper/actors"
+	"sniper/api"
+	"sniper/jetstream"
+	"sniper/projection"
+	"sniper/testkit"
+)
+
+// newHandler serves the API over a real embedded NATS server, with the
+// projection and the sniper actors running, as `sniper run` wires them.
+// A fuzz target must not log through f (testing panics), so it passes a
+// logger of its own.
+func newHandler(t testing.TB, logger *slog.Logger) http.Handler {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	srv, err := jetstream.StartEmbedded(ctx, jetstream.EmbeddedConfig{
+		DataDir: t.TempDir(), Listen: "127.0.0.1:0", SyncInterval: time.Minute, Logger: logger,
+	})
+	if err != nil {
+		t.Fatalf("start embedded nats: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect("api-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	log, err := jetstream.Open(ctx, nc, jetstream.StreamConfig{})
+	if err != nil {
+		t.Fatalf("open log: %v", err)
+	}
+	view, err := projection.Start(ctx, log, logger)
+	if err != nil {
+		t.Fatalf("start projection: %v", err)
+	}
+	t.Cleanup(view.Stop)
+	sys, err := actors.StartSystem(ctx, actors.Deps{Log: log, Logger: logger})
+	if err != nil {
+		t.Fatalf("start actors: %v", err)
+	}
+	// Cleanups run last-in first-out: actors, projection, connection, server.
+	t.Cleanup(sys.Stop)
+	s := &api.Server{Log: log, View: view, Logger: logger, CommandTimeout: 5 * time.Second}
+	return s.Handler()
+}
+
+var itemPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// validJoin is the oracle for POST /api/snipers, written independently of
+// the handler: the body must be one JSON object (only whitespace around
+// it) whose keys name item and stop_price (encoding/json matches field
+// names case-insensitively; the last of duplicates wins), with item a
+// string of [A-Za-z0-9_-]{1,64} and stop_price a positive integer literal
+// that fits in int64.
+func validJoin(body []byte) bool {
+	if !json.Valid(body) {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil || tok != json.Delim('{') {
+		return false
+	}
+	fields := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		key, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return false
+		}
+		switch {
+		case strings.EqualFold(key, "item"):
+			// null leaves a Go string as it was.
+			if string(v) != "null" {
+				fields["item"] = v
+			}
+		case strings.EqualFold(key, "stop_price"):
+			fields["stop_price"] = v
+		default:
+			return false
+		}
+	}
+	var item string
+	if err := json.Unmarshal(fields["item"], &item); err != nil || !itemPattern.MatchString(item) {
+		return false
+	}
+	stop := string(fields["stop_price"])
+	if !regexp.MustCompile(`^[1-9][0-9]*$`).MatchString(stop) {
+		return false
+	}
+	if _, err := strconv.ParseInt(stop, 10, 64); err != nil {
+		return false
+	}
+	return true
+}
+
+func TestValidJoinOracle(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"item":"item-1","stop_price":1100}`:                    true,
+		` {"stop_price":1,"item":"a"} `:                          true,
+		`{"ITEM":"a","Stop_Price":5}`:                            true,
+		`{"item":"a","item":"b","stop_price":5}`:                 true,
+		`{"item":"a.b","stop_price":5}`:                          false,
+		`{"item":"a","stop_price":"5"}`:                          false,
+		`{"item":"a","stop_price":5.0}`:                          false,
+		`{"item":"a","stop_price":0}`:                            false,
+		`{"item":"a","stop_price":9223372036854775808}`:          false,
+		`{"item":"a","stop_price":5,"x":1}`:                      false,
+		`{"item":"a","stop_price":5}}`:                           false,
+		`{"item":"a","stop_price":null}`:                         false,
+		`[{"item":"a","stop_price":5}]`:                          false,
+		`{"item":"a"}`:                                           false,
+		`{"item":"\u0061","stop_price":5}`:                       true,
+		`{"item":"a","item":null,"stop_price":5}`:                true,
+		`{"item":null,"stop_price":5}`:                           false,
+		`{"item":"a","stop_price":5}{"item":"a","stop_price":5}`: false,
+	} {
+		if got := validJoin([]byte(body)); got != want {
+			t.Errorf("validJoin(%s) = %v, want %v", body, got, want)
+		}
+	}
+}
+
+// FuzzJoinRequest posts arbitrary bodies to the API: nothing may crash it
+// or get a server error other than 503, every refusal is a JSON error,
+// and only a valid request creates or finds a sniper.
+//
+// Run it with a bound on minimization: each valid input it tries starts a
+// real sniper, so the default minute per input stalls the run:
+//
+//	go test -run '^$' -fuzz FuzzJoinRequest -fuzztime 60s -fuzzminimizetime 20x ./api/
+func FuzzJoinRequest(f *testing.F) {
+	// More seeds live in testdata/fuzz/FuzzJoinRequest.
+	f.Add([]byte(`{"item":"item-54321","stop_price":1100}`))
+	f.Add([]byte(`{"item":"item.1","stop_price":1100}`))
+	f.Add([]byte(`{"item":"item-1","stop_price":"1100"}`))
+	h := newHandler(f, slog.New(slog.DiscardHandler))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req := httptest.NewRequest(http.MethodPost, "/api/snipers", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		res := rec.Result()
+		data, _ := io.ReadAll(res.Body)
+		status := res.StatusCode
+		if status >= 500 && status != http.StatusServiceUnavailable {
+			t.Fatalf("body %q: server error %d %s", body, status, data)
+		}
+		if ct := res.Header.Get("Content-Type"); ct != "application/json" {
+			t.Fatalf("body %q: Content-Type %q (%d %s)", body, ct, status, data)
+		}
+		if !json.Valid(data) {
+			t.Fatalf("body %q: response is not JSON: %d %s", body, status, data)
+		}
+		valid := validJoin(body)
+		switch {
+		case status >= 400 && status < 500:
+			var e struct {
+				Error string `json:"error"`
+			}
+			if err := json.Unmarshal(data, &e); err != nil || e.Error == "" {
+				t.Fatalf("body %q: %d without a JSON error: %s", body, status, data)
+			}
+			if valid {
+				t.Fatalf("valid body %q refused: %d %s", body, status, data)
+			}
+			if status == http.StatusRequestEntityTooLarge && len(body) <= api.MaxBodyBytes {
+				t.Fatalf("body of %d bytes refused as too large", len(body))
+			}
+		case status >= 200 && status < 300:
+			if !valid {
+				t.Fatalf("invalid body %q accepted: %d %s", body, status, data)
+			}
+			if status != http.StatusCreated && status != http.StatusOK && status != http.StatusAccepted {
+				t.Fatalf("body %q: unexpected status %d %s", body, status, data)
+			}
+			var v api.View
+			if err := json.Unmarshal(data, &v); err != nil || v.Item == "" || v.StopPrice <= 0 {
+				t.Fatalf("body %q: %d answer is not a sniper: %s (%v)", body, status, data, err)
+			}
+		case status == http.StatusServiceUnavailable:
+		default:
+			t.Fatalf("body %q: unexpected status %d %s", body, status, data)
+		}
+	})
+}
+
+// TestHandlerSurvivesBodyReadErrors: a client that breaks off mid-body
+// gets an error, not a crash or a sniper.
+func TestHandlerSurvivesBodyReadErrors(t *testing.T) {
+	h := newHandler(t, testkit.Logger(t))
+	body := io.MultiReader(strings.NewReader(`{"item":"item-1","stop_pr`), errReader{})
+	req := httptest.NewRequest(http.MethodPost, "/api/snipers", body)
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusBadRequest {
+		t.Fatalf("broken body: %d %s, want 400", rec.Code, rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/snipers", nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"snipers":[]`) {
+		t.Fatalf("GET /api/snipers after a broken body: %d %s", rec.Code, rec.Body)
+	}
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
