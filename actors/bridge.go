@@ -78,6 +78,7 @@ type Inbound struct {
 	pid      *actor.PID
 	ctx      context.Context // cancelled by Stop: ends retries
 	cancel   context.CancelFunc
+	joined   map[string]bool // items known to have a sniper; owned by the actor
 }
 
 type chatIn struct {
@@ -87,7 +88,7 @@ type chatIn struct {
 
 // NewInbound spawns the inbound bridge actor.
 func NewInbound(as *actor.ActorSystem, deps Deps, id Identity, observer BridgeObserver) (*Inbound, error) {
-	in := &Inbound{deps: deps, id: id, observer: observer, as: as}
+	in := &Inbound{deps: deps, id: id, observer: observer, as: as, joined: map[string]bool{}}
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	pid, err := as.Root.SpawnNamed(actor.PropsFromFunc(in.receive), "xmpp-in")
 	if err != nil {
@@ -127,9 +128,43 @@ func (in *Inbound) receive(ctx actor.Context) {
 		ctx.Respond(true)
 		return
 	}
+	if !in.isJoined(item) {
+		in.deps.Logger.Warn("dropped a message from an auction the sniper never joined", "item", item, "from", m.from.String(), "body", truncate(m.body, 200))
+		if in.observer != nil {
+			in.observer.Dropped(m.from.String())
+		}
+		ctx.Respond(true)
+		return
+	}
 	subject, payload := in.translate(item, m.body)
 	in.store(item, subject, payload)
 	ctx.Respond(true)
+}
+
+// isJoined reports whether item has a start command in the log: only the
+// auctions a user joined may write to it. The answer is cached once yes;
+// an auction only talks after the sniper's JOIN, which follows the start.
+func (in *Inbound) isJoined(item string) bool {
+	if in.joined[item] {
+		return true
+	}
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(in.ctx, 5*time.Second)
+		ok, err := in.deps.Log.Has(ctx, messages.Subject(item, messages.KindCmd, messages.TypeStart))
+		cancel()
+		if err == nil {
+			in.joined[item] = ok
+			return ok
+		}
+		if attempt == 1 {
+			in.deps.Logger.Error("cannot check the auction in the log; retrying", "item", item, "error", err)
+		}
+		select {
+		case <-in.ctx.Done():
+			return false
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // translate decodes a SOL message into the input it stands for.

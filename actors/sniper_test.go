@@ -1,4 +1,4 @@
-package actors
+package actors_test
 
 import (
 	"context"
@@ -8,17 +8,18 @@ import (
 	"testing"
 	"time"
 
+	"sniper/actors"
 	"sniper/auction"
 	"sniper/jetstream"
 	"sniper/messages"
 	"sniper/testkit"
 )
 
-func startSystem(t *testing.T, n *testkit.NATS, hook FaultHook) *System {
+func startSystem(t *testing.T, n *testkit.NATS, hook actors.FaultHook) *actors.System {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sys, err := StartSystem(ctx, Deps{Log: n.Log, Logger: testkit.Logger(t), Fault: hook})
+	sys, err := actors.StartSystem(ctx, actors.Deps{Log: n.Log, Logger: testkit.Logger(t), Fault: hook})
 	if err != nil {
 		t.Fatalf("start actors: %v", err)
 	}
@@ -149,7 +150,7 @@ func TestRedeliveredInputIsNotDecidedAgain(t *testing.T) {
 	// before the input is acked: the input comes back and must be skipped.
 	var crashes atomic.Int32
 	startSystem(t, n, func(point, it string) {
-		if point == FaultAfterCommit && it == item && crashes.Add(1) == 2 {
+		if point == actors.FaultAfterCommit && it == item && crashes.Add(1) == 2 {
 			panic("test crash between commit and ack")
 		}
 	})
@@ -194,7 +195,7 @@ func TestPanickingSniperIsRestartedFromItsSnapshot(t *testing.T) {
 	const item = "item-panic"
 	var panics atomic.Int32
 	startSystem(t, n, func(point, it string) {
-		if point == FaultBeforeDecide && it == item && panics.Add(1) == 3 {
+		if point == actors.FaultBeforeDecide && it == item && panics.Add(1) == 3 {
 			panic("test bug in the sniper")
 		}
 	})

@@ -128,6 +128,18 @@ func (l *Log) Append(ctx context.Context, subject string, payload any, opts ...A
 	return ack.Sequence, nil
 }
 
+// Has reports whether subject holds at least one message.
+func (l *Log) Has(ctx context.Context, subject string) (bool, error) {
+	_, err := l.stream.GetLastMsgForSubject(ctx, subject)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("look up %s: %w", subject, err)
+}
+
 // Record is one stored message, as the history shows it.
 type Record struct {
 	Seq     uint64

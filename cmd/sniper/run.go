@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"sniper/internal/app"
+	"sniper/xmppclient"
 )
 
 func runService(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -28,13 +29,20 @@ func runService(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		replicas   = fs.Int("replicas", 1, "replicas of the SNIPER stream (3 on a NATS cluster)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
+
+		xmppAddr      = fs.String("xmpp-addr", "", "the auction house's XMPP server, host:port, dialled directly (no SRV lookup)")
+		xmppJID       = fs.String("xmpp-jid", "sniper@localhost/Auction", "the sniper's XMPP account; the resource is bound exactly")
+		xmppPassword  = fs.String("xmpp-password", "", "password of --xmpp-jid (prefer the environment: SNIPER_XMPP_PASSWORD)")
+		auctionDomain = fs.String("auction-domain", "", "domain of the auction JIDs auction-<item>@<domain>/Auction (default: the domain of --xmpp-jid)")
+		xmppTLS       = fs.String("xmpp-tls", "require", "require (STARTTLS, verified certificate), skip-verify (self-signed servers) or off (plaintext)")
 	)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: sniper run [flags]
 
 Starts the sniper: the event log (an embedded NATS server storing under
 --data-dir, or the NATS server at --nats-url), one actor per auction, and the
-HTTP API on --http. SIGINT or SIGTERM stops it cleanly.
+HTTP API on --http. With --xmpp-addr it joins auctions on that XMPP server as
+--xmpp-jid. SIGINT or SIGTERM stops it cleanly.
 
 Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 `)
@@ -61,7 +69,15 @@ Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 	}
 	cfg := app.Config{
 		DataDir: *dataDir, NATSURL: *natsURL, NATSListen: *natsListen, Fsync: interval,
-		HTTPAddr: *httpAddr, Replicas: *replicas, Logger: logger,
+		HTTPAddr: *httpAddr, Replicas: *replicas, Logger: logger, AuctionDomain: *auctionDomain,
+	}
+	if *xmppAddr != "" {
+		mode, err := xmppclient.ParseTLSMode(*xmppTLS)
+		if err != nil {
+			fmt.Fprintf(stderr, "sniper run: --xmpp-tls: %v\n", err)
+			return 2
+		}
+		cfg.XMPP = &xmppclient.Config{Addr: *xmppAddr, JID: *xmppJID, Password: *xmppPassword, TLS: mode}
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	a, err := app.Start(startCtx, cfg)
@@ -71,12 +87,18 @@ Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 		return 1
 	}
 	logger.Info("sniper running", "http", a.HTTPURL(), "nats", a.NATSURL())
-	<-ctx.Done()
-	logger.Info("shutting down")
+	code := 0
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err := <-a.Fatal():
+		logger.Error("sniper cannot go on", "error", err)
+		code = 1
+	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	a.Stop(stopCtx)
-	return 0
+	return code
 }
 
 // printFlags is flag.PrintDefaults with the --name spelling the docs use
