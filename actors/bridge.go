@@ -321,4 +321,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
-

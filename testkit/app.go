@@ -239,7 +239,6 @@ func (r *ApplicationRunner) HasShownSniperHasFailed(a *FakeAuctionServer) Sniper
 	return last
 }
 
-
 // Metric returns the value of an unlabelled metric from /metrics, or -1
 // when it is absent.
 func (r *ApplicationRunner) Metric(name string) float64 {
