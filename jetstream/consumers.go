@@ -11,10 +11,12 @@ import (
 	"sniper/messages"
 )
 
-// AckWait bounds how long an input handed to a sniper that died stays
-// invisible before it is delivered again. Decisions take milliseconds, so a
-// short wait only matters after a crash, where it is the resume delay.
-const AckWait = 5 * time.Second
+// DefaultAckWait bounds how long an input handed to a sniper that died
+// stays invisible before it is delivered again. Decisions take
+// milliseconds, so the wait only matters after a crash, where it is the
+// resume delay; a redelivery that overtakes a slow decision is harmless
+// (the copy is skipped as already decided).
+const DefaultAckWait = 5 * time.Second
 
 // InputConsumerName is the durable consumer feeding one auction's sniper.
 func InputConsumerName(item string) string { return "sniper-" + item }
@@ -32,7 +34,7 @@ func (l *Log) InputConsumer(ctx context.Context, item string) (jetstream.Consume
 		FilterSubjects: messages.InputSubjects(item),
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        AckWait,
+		AckWait:        l.ackWait,
 		MaxAckPending:  1,
 		MaxDeliver:     -1,
 	})
@@ -64,7 +66,7 @@ func (l *Log) StartConsumer(ctx context.Context) (jetstream.Consumer, error) {
 		FilterSubject: messages.Subject("*", messages.KindCmd, messages.TypeStart),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       AckWait,
+		AckWait:       l.ackWait,
 		MaxDeliver:    -1,
 	})
 	if err != nil {
@@ -86,7 +88,7 @@ func (l *Log) OutboundConsumer(ctx context.Context) (jetstream.Consumer, error) 
 		FilterSubject: messages.SubjectPrefix + ".*." + messages.KindOut + ".>",
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       AckWait,
+		AckWait:       l.ackWait,
 		MaxAckPending: 1,
 		MaxDeliver:    -1,
 	})

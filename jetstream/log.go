@@ -35,13 +35,16 @@ type StreamConfig struct {
 	DuplicateWindow time.Duration
 	// MaxBytes caps the store (0: unlimited).
 	MaxBytes int64
+	// AckWait is the consumers' redelivery delay (0: DefaultAckWait).
+	AckWait time.Duration
 }
 
 // Log is the sniper's view of the SNIPER stream.
 type Log struct {
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	stream jetstream.Stream
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	ackWait time.Duration
 }
 
 // Open creates or updates the SNIPER stream and returns the log on it.
@@ -77,7 +80,10 @@ func Open(ctx context.Context, nc *nats.Conn, cfg StreamConfig) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
 	}
-	return &Log{nc: nc, js: js, stream: stream}, nil
+	if cfg.AckWait == 0 {
+		cfg.AckWait = DefaultAckWait
+	}
+	return &Log{nc: nc, js: js, stream: stream, ackWait: cfg.AckWait}, nil
 }
 
 // JetStream exposes the underlying context for consumers.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"sniper/internal/app"
+	"sniper/jetstream"
 	"sniper/xmppclient"
 )
 
@@ -27,6 +28,7 @@ func runService(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fsync      = fs.String("fsync", "always", "embedded store: 'always' fsyncs every write; a duration (e.g. 1s) flushes at that interval, faster but an acknowledged write can be lost on power failure")
 		httpAddr   = fs.String("http", "127.0.0.1:8080", "address of the web UI and JSON API")
 		replicas   = fs.Int("replicas", 1, "replicas of the SNIPER stream (3 on a NATS cluster)")
+		ackWait    = fs.Duration("ack-wait", jetstream.DefaultAckWait, "after a crash, how soon an input or outgoing message the dead process held is handed out again")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
 
@@ -69,7 +71,7 @@ Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 	}
 	cfg := app.Config{
 		DataDir: *dataDir, NATSURL: *natsURL, NATSListen: *natsListen, Fsync: interval,
-		HTTPAddr: *httpAddr, Replicas: *replicas, Logger: logger, AuctionDomain: *auctionDomain,
+		HTTPAddr: *httpAddr, Replicas: *replicas, AckWait: *ackWait, Logger: logger, AuctionDomain: *auctionDomain,
 	}
 	if *xmppAddr != "" {
 		mode, err := xmppclient.ParseTLSMode(*xmppTLS)

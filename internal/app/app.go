@@ -35,6 +35,9 @@ type Config struct {
 	Fsync    time.Duration
 	HTTPAddr string
 	Replicas int
+	// AckWait is how soon an input or request held by a crashed process
+	// is handed out again (0: jetstream.DefaultAckWait).
+	AckWait time.Duration
 	// XMPP is the sniper's account at the auction house; nil runs without
 	// one (commands are logged and decided, nothing reaches an auction).
 	XMPP *xmppclient.Config
@@ -98,7 +101,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.log, err = jetstream.Open(ctx, a.nc, jetstream.StreamConfig{Replicas: cfg.Replicas})
+	a.log, err = jetstream.Open(ctx, a.nc, jetstream.StreamConfig{Replicas: cfg.Replicas, AckWait: cfg.AckWait})
 	if err != nil {
 		return nil, err
 	}
