@@ -69,9 +69,14 @@ Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 		fmt.Fprintf(stderr, "sniper run: %v\n", err)
 		return 2
 	}
+	fault, err := faultHookFromEnv(logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "sniper run: %v\n", err)
+		return 2
+	}
 	cfg := app.Config{
 		DataDir: *dataDir, NATSURL: *natsURL, NATSListen: *natsListen, Fsync: interval,
-		HTTPAddr: *httpAddr, Replicas: *replicas, AckWait: *ackWait, Logger: logger, AuctionDomain: *auctionDomain,
+		HTTPAddr: *httpAddr, Replicas: *replicas, AckWait: *ackWait, Logger: logger, Fault: fault, AuctionDomain: *auctionDomain,
 	}
 	if *xmppAddr != "" {
 		mode, err := xmppclient.ParseTLSMode(*xmppTLS)

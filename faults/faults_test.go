@@ -1,0 +1,424 @@
+package faults
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"sniper/testkit"
+)
+
+// A step is one message the auction house sends.
+type step struct {
+	item   string
+	close  bool
+	price  int64
+	inc    int64
+	sniper bool // the price names the sniper as bidder
+}
+
+// script builds, per item, rising prices from another bidder (each one
+// makes the sniper bid), then for every other item a price naming the
+// sniper (Winning), then the close. Items are interleaved, as a real
+// auction house would.
+func script(items []string, prices int) []step {
+	var perItem [][]step
+	for i, item := range items {
+		var s []step
+		var lastBid int64
+		for k := range prices {
+			p := int64(1000 + 100*k + 7*i)
+			s = append(s, step{item: item, price: p, inc: 10})
+			lastBid = p + 10
+		}
+		if i%2 == 0 {
+			s = append(s, step{item: item, price: lastBid, inc: 5, sniper: true})
+		}
+		s = append(s, step{item: item, close: true})
+		perItem = append(perItem, s)
+	}
+	var out []step
+	for k := 0; ; k++ {
+		added := false
+		for _, s := range perItem {
+			if k < len(s) {
+				out = append(out, s[k])
+				added = true
+			}
+		}
+		if !added {
+			return out
+		}
+	}
+}
+
+type event struct {
+	Seq  uint64          `json:"seq"`
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+}
+
+type payload struct {
+	Item         string `json:"item"`
+	State        string `json:"state"`
+	LastPrice    int64  `json:"last_price"`
+	LastBid      int64  `json:"last_bid"`
+	StopPrice    int64  `json:"stop_price"`
+	InputSeq     uint64 `json:"input_seq"`
+	CurrentPrice int64  `json:"current_price"`
+	Price        int64  `json:"price"`
+}
+
+func decode(e event) payload {
+	var p payload
+	_ = json.Unmarshal(e.Data, &p)
+	return p
+}
+
+// run plays the script against a sniper that is killed `kills` times and
+// returns what it found.
+type result struct {
+	final     map[string]payload // last snapshot per item
+	kills     map[string]int     // by fault point, "external" for timer kills
+	inputs    int
+	decisions int
+	wireDups  int
+	joinDups  int
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v >= 0 {
+		return v
+	}
+	return def
+}
+
+func TestKillSuite(t *testing.T) {
+	kills := envInt("SNIPER_FAULT_KILLS", 8)
+	items := make([]string, envInt("SNIPER_FAULT_ITEMS", 3))
+	for i := range items {
+		items[i] = fmt.Sprintf("item-%d", i+1)
+	}
+	steps := script(items, envInt("SNIPER_FAULT_PRICES", 6))
+	seed := uint64(envInt("SNIPER_FAULT_SEED", int(time.Now().UnixNano()%1e9)))
+	t.Logf("kill suite: %d kills, %d items, %d auction messages, seed %d (SNIPER_FAULT_SEED)", kills, len(items), len(steps), seed)
+
+	p := testkit.StartProsody(t)
+	if err := p.Register(testkit.SniperUser, testkit.SniperPassword); err != nil {
+		t.Fatal(err)
+	}
+	baseline := play(t, p, "base", items, steps, 0, seed)
+	faulty := play(t, p, "kill", items, steps, kills, seed)
+
+	for _, item := range items {
+		b, f := baseline.final[item], faulty.final[item]
+		// Sequences differ with the interleaving, names with the run.
+		b.InputSeq, f.InputSeq, b.Item, f.Item = 0, 0, "", ""
+		if b != f {
+			t.Errorf("%s: final snapshot %+v, the uninterrupted run ended %+v", item, f, b)
+		}
+	}
+	total := 0
+	for _, n := range faulty.kills {
+		total += n
+	}
+	sendWindow := faulty.kills["after-send"] + faulty.kills["external"]
+	if faulty.wireDups+faulty.joinDups > sendWindow {
+		t.Errorf("%d duplicate messages on the wire, more than the %d kills that could land between a send and its ack", faulty.wireDups+faulty.joinDups, sendWindow)
+	}
+	summary := fmt.Sprintf("kill suite: %d kills %v; %d inputs, %d decisions; duplicates on the log: 0 inputs, 0 decisions; duplicates on the wire: %d BIDs, %d JOINs (%d kills could land in a send window)",
+		total, faulty.kills, faulty.inputs, faulty.decisions, faulty.wireDups, faulty.joinDups, sendWindow)
+	t.Log(summary)
+	fmt.Println(summary)
+}
+
+// play runs the whole script once. kills > 0 arms a fault (or a timer
+// kill) in each life of the process until that many kills happened.
+func play(t *testing.T, p *testkit.Prosody, name string, items []string, steps []step, kills int, seed uint64) result {
+	rng := rand.New(rand.NewPCG(seed, uint64(len(name))))
+	res := result{final: map[string]payload{}, kills: map[string]int{}}
+	auctions := map[string]*testkit.FakeAuctionServer{}
+	for _, item := range items {
+		auctions[item] = testkit.NewFakeAuctionServer(t, p, name+"-"+item)
+	}
+	dataDir := t.TempDir()
+	sniperJID := testkit.SniperJID(p)
+	args := []string{"--data-dir", dataDir, "--fsync", "always", "--ack-wait", "1s",
+		"--xmpp-addr", p.Addr(), "--xmpp-jid", sniperJID, "--xmpp-tls", "skip-verify"}
+	env := []string{"SNIPER_XMPP_PASSWORD=" + testkit.SniperPassword}
+
+	var proc *testkit.SniperProcess
+	var timer *time.Timer
+	killedByTimer := false
+	start := func() {
+		lifeEnv := env
+		killedByTimer = false
+		if res.totalKills() < kills {
+			points := []string{"before-decide", "after-commit", "after-send", "after-inbound-write"}
+			lifeEnv = append(lifeEnv, fmt.Sprintf("SNIPER_TEST_FAULT=%s:%d", points[rng.IntN(len(points))], 1+rng.IntN(3)))
+		}
+		proc = testkit.LaunchSniper(t, args, lifeEnv...)
+		if res.totalKills() < kills && rng.IntN(3) == 0 {
+			d := time.Duration(50+rng.IntN(600)) * time.Millisecond
+			pr := proc
+			timer = time.AfterFunc(d, func() { killedByTimer = true; pr.Kill() })
+		}
+		if err := proc.WaitServing(60 * time.Second); err != nil && !proc.Exited() {
+			t.Fatal(err)
+		}
+		waitReady(t, proc)
+	}
+	// recordDeath attributes a death to its fault point (from the log) or
+	// to the timer, and starts the next life.
+	recordDeath := func() {
+		<-proc.Done()
+		if timer != nil {
+			timer.Stop()
+		}
+		point := "external"
+		if f := proc.Logged("test fault: killing the process"); len(f) > 0 {
+			point, _ = f[0]["point"].(string)
+		} else if !killedByTimer {
+			t.Fatalf("the sniper died by itself (exit %d):\n%s", proc.ExitCode(), proc.LogTail(30))
+		}
+		if os.Getenv("FAULT_DEBUG") != "" {
+			for _, l := range proc.Logged("sent") {
+				t.Logf("life sent %v %v", l["item"], l["body"])
+			}
+			t.Logf("died at %s\n%s", point, proc.LogTail(400))
+		}
+		res.kills[point]++
+		start()
+	}
+	start()
+	// diedOnError tells a request that failed because the process is dying
+	// (a kill lands mid-request) from a real failure.
+	diedOnError := func() bool {
+		select {
+		case <-proc.Done():
+			recordDeath()
+			return true
+		case <-time.After(3 * time.Second):
+			return false
+		}
+	}
+
+	ctx := context.Background()
+	for _, item := range items {
+		for {
+			status, err := proc.Post(ctx, "/api/snipers", fmt.Sprintf(`{"item":%q,"stop_price":1000000}`, name+"-"+item))
+			if err == nil && (status == 201 || status == 200) {
+				break
+			}
+			if diedOnError() {
+				continue
+			}
+			t.Fatalf("join %s: %d %v\n%s", item, status, err, proc.LogTail(30))
+		}
+	}
+	for _, st := range steps {
+		item := name + "-" + st.item
+		a := auctions[st.item]
+		// The JOIN may wait for a restart: keep the sniper alive until
+		// the auction has it.
+		for joins(a) == 0 {
+			if proc.Exited() {
+				recordDeath()
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		sent := false
+		var lastSend time.Time
+		for {
+			evs, err := events(proc, item)
+			if err != nil {
+				if diedOnError() {
+					continue
+				}
+				t.Fatalf("events of %s: %v", item, err)
+			}
+			seq, inLog := find(evs, st)
+			if inLog && decided(evs, seq) {
+				break
+			}
+			if !inLog && (!sent || proc.Exited() || time.Since(lastSend) > 3*time.Second) {
+				if proc.Exited() {
+					recordDeath()
+					continue
+				}
+				// Not in the log: it never reached the sniper (bounced
+				// while it was down, or lost with the process). The
+				// auction house's job is to deliver; send it again.
+				bidder := "other bidder"
+				if st.sniper {
+					bidder = sniperJID
+				}
+				if st.close {
+					a.SendTo(sniperJID, testkit.SOLClose)
+				} else {
+					a.SendTo(sniperJID, testkit.SOLPrice(st.price, st.inc, bidder))
+				}
+				sent, lastSend = true, time.Now()
+			}
+			if proc.Exited() {
+				recordDeath()
+				continue
+			}
+			time.Sleep(20 * time.Millisecond) // polling the API: the process under test has no push channel to wait on
+		}
+	}
+	// Every decided bid must reach the wire, kills or not.
+	for _, item := range items {
+		for {
+			evs, err := events(proc, name+"-"+item)
+			if err != nil {
+				if diedOnError() {
+					continue
+				}
+				t.Fatal(err)
+			}
+			res.check(t, name+"-"+item, evs, auctions[item])
+			break
+		}
+	}
+	proc.Signal(os.Interrupt)
+	if code := proc.ExitCode(); code != 0 {
+		t.Errorf("%s run: exit code %d on SIGINT", name, code)
+	}
+	return res
+}
+
+func joins(a *testkit.FakeAuctionServer) int {
+	n := 0
+	for _, m := range a.Received() {
+		if m.Body == testkit.SOLJoin {
+			n++
+		}
+	}
+	return n
+}
+
+func (r result) totalKills() int {
+	n := 0
+	for _, k := range r.kills {
+		n += k
+	}
+	return n
+}
+
+func events(proc *testkit.SniperProcess, item string) ([]event, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var out struct {
+		Events []event `json:"events"`
+	}
+	err := proc.Get(ctx, "/api/snipers/"+item+"/events", &out)
+	return out.Events, err
+}
+
+// find returns the log sequence of the input a step produces, if stored.
+func find(evs []event, st step) (uint64, bool) {
+	for _, e := range evs {
+		switch {
+		case st.close && e.Type == "close":
+			return e.Seq, true
+		case !st.close && e.Type == "price" && decode(e).CurrentPrice == st.price:
+			return e.Seq, true
+		}
+	}
+	return 0, false
+}
+
+func decided(evs []event, seq uint64) bool {
+	for _, e := range evs {
+		if e.Type == "snapshot" && decode(e).InputSeq >= seq {
+			return true
+		}
+	}
+	return false
+}
+
+func waitReady(t *testing.T, proc *testkit.SniperProcess) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && !proc.Exited() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var v map[string]any
+		err := proc.Get(ctx, "/readyz", &v)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !proc.Exited() {
+		t.Fatalf("sniper not ready within 30 s:\n%s", proc.LogTail(30))
+	}
+}
+
+// check verifies one auction's log and wire after the script ran.
+func (r *result) check(t *testing.T, item string, evs []event, a *testkit.FakeAuctionServer) {
+	t.Helper()
+	inputs := map[uint64]bool{}
+	decisions := map[uint64]int{}
+	bids := map[uint64]int{}
+	prices := map[int64]int{}
+	var last payload
+	for _, e := range evs {
+		switch e.Type {
+		case "start", "stop", "price", "close", "malformed":
+			inputs[e.Seq] = true
+			if e.Type == "price" {
+				prices[decode(e).CurrentPrice]++
+			}
+		case "snapshot":
+			d := decode(e)
+			decisions[d.InputSeq]++
+			last = d
+		case "bid":
+			bids[decode(e).InputSeq]++
+		}
+	}
+	for p, n := range prices {
+		if n != 1 {
+			t.Errorf("%s: price %d stored %d times", item, p, n)
+		}
+	}
+	for seq := range inputs {
+		if decisions[seq] != 1 {
+			t.Errorf("%s: input %d decided %d times, want exactly once", item, seq, decisions[seq])
+		}
+	}
+	for seq, n := range decisions {
+		if !inputs[seq] {
+			t.Errorf("%s: decision for %d, which is not an input of this auction", item, seq)
+		}
+		_ = n
+	}
+	var wantBids []int64
+	for seq, n := range bids {
+		if n != 1 {
+			t.Errorf("%s: %d bids for input %d, want at most one", item, n, seq)
+		}
+	}
+	for _, e := range evs {
+		if e.Type == "bid" {
+			wantBids = append(wantBids, decode(e).Price)
+		}
+	}
+	// Every bid decided reaches the auction (at least once).
+	for _, price := range wantBids {
+		a.HasReceivedBids(price, 1)
+		r.wireDups += a.CountBids(price) - 1
+	}
+	r.joinDups += joins(a) - 1
+	r.inputs += len(inputs)
+	r.decisions += len(decisions)
+	r.final[strings.SplitN(item, "-", 2)[1]] = last
+}
