@@ -7,7 +7,9 @@ export PATH := $(GOBIN):$(PATH)
 DATA_DIR ?= ./sniper-data
 FUZZTIME ?= 10s
 
-.PHONY: run build test lint fuzz fuzz-short deps tools clean
+FAULT_KILLS ?= 200
+
+.PHONY: run build test lint fuzz fuzz-short faults deps clean
 
 run:
 	$(GO) run ./cmd/sniper run --data-dir $(DATA_DIR)
@@ -39,3 +41,8 @@ lint:
 
 clean:
 	rm -rf bin $(DATA_DIR)
+
+# The long kill suite: the real binary SIGKILLed FAULT_KILLS times at random
+# moments and at fault points, checked against an uninterrupted run.
+faults: deps
+	SNIPER_FAULT_KILLS=$(FAULT_KILLS) $(GO) test -count=1 -timeout 90m -run TestKillSuite -v ./faults/ | grep -v '^    nats.go'

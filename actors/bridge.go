@@ -6,14 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	natsjs "github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"mellium.im/xmpp/jid"
 
+	"sniper/jetstream"
 	"sniper/messages"
 )
 
@@ -185,27 +188,55 @@ func (in *Inbound) translate(item, body string) (string, any) {
 }
 
 // store appends with retries until the log takes it or the bridge stops.
+// Every attempt carries the same message id: an append whose ack was lost
+// (the server restarted, the client was reconnecting and had buffered it)
+// but which was stored is not stored twice by the retry.
 func (in *Inbound) store(item, subject string, payload any) {
+	id := item + "/in/" + nuid.Next()
 	delay := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(in.ctx, 5*time.Second)
-		seq, err := in.deps.Log.Append(ctx, subject, payload)
-		cancel()
+		// While the client reconnects a publish would only be buffered, a
+		// copy per attempt: wait for the connection instead.
+		err := in.deps.Log.Available()
+		var seq uint64
 		if err == nil {
-			in.deps.Logger.Debug("auction event stored", "item", item, "subject", subject, "seq", seq)
+			ctx, cancel := context.WithTimeout(in.ctx, 5*time.Second)
+			seq, err = in.deps.Log.Append(ctx, subject, payload, jetstream.WithMsgID(id))
+			cancel()
+			if err != nil && in.ctx.Err() == nil {
+				in.deps.writeFailed(err)
+			}
+		}
+		if err == nil {
+			in.deps.writeSucceeded()
+			if attempt > 1 {
+				in.deps.Logger.Info("auction event stored after retrying", "item", item, "subject", subject, "seq", seq, "attempts", attempt)
+			} else {
+				in.deps.Logger.Debug("auction event stored", "item", item, "subject", subject, "seq", seq)
+			}
 			in.deps.fault(FaultAfterInboundWrite, item)
 			return
 		}
 		if attempt == 1 || attempt%20 == 0 {
-			in.deps.Logger.Error("cannot store auction event; retrying", "item", item, "subject", subject, "attempt", attempt, "error", err)
+			msg := "cannot store auction event; retrying"
+			if errors.Is(err, jetstream.ErrFull) {
+				msg = "the event log is full: cannot store auction event; retrying until space is freed"
+			}
+			in.deps.Logger.Error(msg, "item", item, "subject", subject, "attempt", attempt, "error", err)
+		}
+		// Waiting for the connection costs nothing: look often. A log that
+		// refuses writes is asked less and less often.
+		wait := 100 * time.Millisecond
+		if !errors.Is(err, jetstream.ErrUnavailable) {
+			wait = delay
+			delay = min(2*delay, 2*time.Second)
 		}
 		select {
 		case <-in.ctx.Done():
 			in.deps.Logger.Error("auction event not stored: shutting down", "item", item, "subject", subject)
 			return
-		case <-time.After(delay):
+		case <-time.After(wait):
 		}
-		delay = min(2*delay, 2*time.Second)
 	}
 }
 
@@ -243,55 +274,80 @@ func (o *Outbound) Stop() {
 
 func (o *Outbound) run(ctx context.Context, cons natsjs.Consumer) {
 	defer o.wg.Done()
-	it, err := cons.Messages()
-	if err != nil {
-		o.log.Error("cannot follow outbound requests", "error", err)
-		return
-	}
-	defer it.Stop()
-	go func() { <-ctx.Done(); it.Stop() }()
 	failing := false
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, natsjs.ErrMsgIteratorClosed) {
-				o.log.Error("outbound feed stopped", "error", err)
-			}
-			return
-		}
+	follow(ctx, o.log, "outbound feed", cons, o.deps.Log.OutboundConsumer, func(msg natsjs.Msg) bool {
 		item, body, err := o.render(msg)
 		if err != nil {
 			o.log.Error("unsendable outbound request dropped", "subject", msg.Subject(), "error", err)
 			_ = msg.Term()
-			continue
+			return true
 		}
-		to, err := o.id.AuctionJID(item)
+		sent, err := o.send(ctx, msg, item, body)
 		if err != nil {
-			o.log.Error("no auction address for item", "item", item, "error", err)
-			_ = msg.Term()
-			continue
-		}
-		// The session's own lifetime bounds the write (see xmppclient); a
-		// per-send deadline here would race mellium's writer.
-		if err := o.chat.Send(ctx, to, body); err != nil {
+			if ctx.Err() != nil {
+				return false
+			}
 			if !failing {
 				o.log.Warn("cannot send to the auction house; will retry", "item", item, "error", err)
 				failing = true
 			}
 			_ = msg.NakWithDelay(500 * time.Millisecond)
-			continue
+			return true
 		}
 		if failing {
 			o.log.Info("sending to the auction house again", "item", item)
 			failing = false
 		}
-		o.log.Debug("sent", "item", item, "body", body)
-		if o.observer != nil && strings.HasSuffix(msg.Subject(), "."+messages.TypeBid) {
+		if sent && o.observer != nil && strings.HasSuffix(msg.Subject(), "."+messages.TypeBid) {
 			o.observer.BidSent(item)
 		}
-		o.deps.fault(FaultAfterSend, item)
 		_ = msg.Ack()
+		return true
+	})
+}
+
+// send writes one request to the auction house unless the log says it
+// already went out, then records that it did. The record, not the
+// consumer's ack, is what keeps resends after a crash to the send window:
+// JetStream flushes consumer acks to disk asynchronously (batched every
+// 100 ms), so a crash can forget the acks of requests sent well before it,
+// while the record is a stream write, synced like every other. Only a
+// crash between the XMPP write and the record resends a message.
+func (o *Outbound) send(ctx context.Context, msg natsjs.Msg, item, body string) (sent bool, err error) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return false, err
 	}
+	seq := meta.Sequence.Stream
+	sentSubject := messages.Subject(item, messages.KindOut, messages.TypeSent)
+	lookup, cancel := context.WithTimeout(ctx, 5*time.Second)
+	last, err := o.deps.Log.LastSentSeq(lookup, sentSubject)
+	cancel()
+	if err != nil {
+		return false, err
+	}
+	if last >= seq {
+		o.log.Debug("already sent, not resending", "item", item, "seq", seq)
+		return false, nil
+	}
+	to, err := o.id.AuctionJID(item)
+	if err != nil {
+		return false, fmt.Errorf("auction address for %s: %w", item, err)
+	}
+	// The session's own lifetime bounds the write (see xmppclient); a
+	// per-send deadline here would race mellium's writer.
+	if err := o.chat.Send(ctx, to, body); err != nil {
+		return false, err
+	}
+	o.log.Debug("sent", "item", item, "body", body)
+	o.deps.fault(FaultAfterSend, item)
+	rec := messages.SentEvent{Type: messages.TypeSent, Item: item, OutSeq: seq, Body: body}
+	appendCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := o.deps.Log.Append(appendCtx, sentSubject, rec, jetstream.WithMsgID(item+"/sent/"+strconv.FormatUint(seq, 10))); err != nil {
+		return true, fmt.Errorf("record that %s was sent: %w", msg.Subject(), err)
+	}
+	return true, nil
 }
 
 func (o *Outbound) render(msg natsjs.Msg) (item, body string, err error) {

@@ -38,6 +38,28 @@ type Deps struct {
 	Fault  FaultHook
 	// Metrics is told about each decision; nil is allowed.
 	Metrics DecisionObserver
+	// Writes is told whether the log took each write the actors made (a
+	// decision, an auction event); nil is allowed. It is how readiness
+	// learns that the log refuses writes (full, unreachable).
+	Writes WriteObserver
+}
+
+// WriteObserver learns the outcome of the actors' writes to the log.
+type WriteObserver interface {
+	WriteFailed(err error)
+	WriteSucceeded()
+}
+
+func (d Deps) writeFailed(err error) {
+	if d.Writes != nil {
+		d.Writes.WriteFailed(err)
+	}
+}
+
+func (d Deps) writeSucceeded() {
+	if d.Writes != nil {
+		d.Writes.WriteSucceeded()
+	}
 }
 
 // DecisionObserver learns about every decision, for metrics.
@@ -68,6 +90,12 @@ type sniper struct {
 
 	snap  messages.SnapshotEvent
 	fence uint64 // sequence of snap in the log, 0 if none
+	// stale says snap may not be the log's: a commit failed and the
+	// reload after it did too. The next input reloads before deciding.
+	stale bool
+	// failures counts commits failed in a row, to keep the log readable
+	// while the log refuses writes for a long time.
+	failures int
 
 	stopFeeder context.CancelFunc
 	feederDone sync.WaitGroup
@@ -143,30 +171,18 @@ func (s *sniper) reload(ctx context.Context) error {
 // waiting out its AckWait.
 func (s *sniper) feed(ctx context.Context, root *actor.RootContext, self *actor.PID, cons natsjs.Consumer) {
 	defer s.feederDone.Done()
-	it, err := cons.Messages()
-	if err != nil {
-		s.log.Error("cannot read inputs", "error", err)
-		return
-	}
-	defer it.Stop()
-	go func() { <-ctx.Done(); it.Stop() }()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, natsjs.ErrMsgIteratorClosed) {
-				s.log.Error("input feed stopped", "error", err)
-			}
-			return
-		}
+	reopen := func(ctx context.Context) (natsjs.Consumer, error) { return s.deps.Log.InputConsumer(ctx, s.item) }
+	follow(ctx, s.log, "input feed", cons, reopen, func(msg natsjs.Msg) bool {
 		done := make(chan struct{})
 		root.Send(self, input{msg: msg, done: done})
 		select {
 		case <-done:
+			return true
 		case <-ctx.Done():
 			_ = msg.Nak()
-			return
+			return false
 		}
-	}
+	})
 }
 
 func (s *sniper) stop() {
@@ -201,6 +217,15 @@ func (s *sniper) handle(ctx actor.Context, in input) {
 	seq := meta.Sequence.Stream
 	opCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if s.stale {
+		if err := s.reload(opCtx); err != nil {
+			s.log.Error("cannot reload the snapshot; input held for later", "seq", seq, "error", err)
+			settled = true
+			_ = in.msg.NakWithDelay(time.Second)
+			return
+		}
+		s.stale = false
+	}
 	for attempt := 1; ; attempt++ {
 		if seq <= s.snap.InputSeq {
 			s.log.Debug("input already decided", "seq", seq)
@@ -219,15 +244,22 @@ func (s *sniper) handle(ctx actor.Context, in input) {
 				continue
 			}
 		}
-		s.log.Error("decision not committed; will retry", "seq", seq, "error", err)
+		s.commitFailed(seq, err)
+		// Nothing is acked that is not decided: the input comes back in a
+		// second, and again until the log takes the decision.
 		settled = true
 		_ = in.msg.NakWithDelay(time.Second)
 		// The snapshot in memory may be ahead of or behind the log now;
-		// reload it before the redelivery.
+		// reload it before the redelivery (or, if the log cannot be read
+		// either, at the next input).
 		if rerr := s.reload(opCtx); rerr != nil {
-			panic(fmt.Errorf("reload snapshot of %s: %w", s.item, rerr))
+			s.stale = true
 		}
 		return
+	}
+	if s.failures > 0 {
+		s.log.Info("decisions committed again", "seq", seq, "failed_attempts", s.failures)
+		s.failures = 0
 	}
 	s.deps.fault(FaultAfterCommit, s.item)
 	settled = true
@@ -237,6 +269,23 @@ func (s *sniper) handle(ctx actor.Context, in input) {
 	if s.snap.State.Terminal() {
 		s.finish(ctx)
 	}
+}
+
+// commitFailed reports a decision the log did not take. The first failure
+// of a run is an error line, then one every 30 attempts (about every 30 s).
+func (s *sniper) commitFailed(seq uint64, err error) {
+	if !errors.Is(err, jetstream.ErrConflict) {
+		s.deps.writeFailed(err)
+	}
+	s.failures++
+	if s.failures != 1 && s.failures%30 != 0 {
+		return
+	}
+	msg := "decision not committed; the input is held (not acked) and retried"
+	if errors.Is(err, jetstream.ErrFull) {
+		msg = "the event log is full: decision not committed; the input is held (not acked) and retried until space is freed"
+	}
+	s.log.Error(msg, "seq", seq, "attempts", s.failures, "error", err)
 }
 
 // decide applies the core to one stored input and commits the result.
@@ -268,6 +317,7 @@ func (s *sniper) decide(ctx context.Context, seq uint64, msg natsjs.Msg) error {
 	if err != nil {
 		return err
 	}
+	s.deps.writeSucceeded()
 	s.snap, s.fence = next, snapSeq
 	if before.State != after.State {
 		s.log.Info("sniper state changed", "from", string(before.State), "to", string(after.State),
@@ -282,6 +332,9 @@ func (s *sniper) decide(ctx context.Context, seq uint64, msg natsjs.Msg) error {
 // finish retires a sniper whose auction is over: its consumer goes, and so
 // does the actor. The log keeps everything.
 func (s *sniper) finish(ctx actor.Context) {
+	// The feed goes first: it would otherwise see its consumer deleted
+	// and open it again.
+	s.stop()
 	opCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.deps.Log.DeleteInputConsumer(opCtx, s.item); err != nil {

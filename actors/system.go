@@ -104,21 +104,7 @@ func (s *System) spawn(ctx context.Context, item string) error {
 // command only once the sniper exists.
 func (s *System) followStarts(ctx context.Context, cons natsjs.Consumer) {
 	defer s.wg.Done()
-	it, err := cons.Messages()
-	if err != nil {
-		s.deps.Logger.Error("cannot follow start commands", "error", err)
-		return
-	}
-	defer it.Stop()
-	go func() { <-ctx.Done(); it.Stop() }()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, natsjs.ErrMsgIteratorClosed) {
-				s.deps.Logger.Error("start command feed stopped", "error", err)
-			}
-			return
-		}
+	follow(ctx, s.deps.Logger, "start command feed", cons, s.deps.Log.StartConsumer, func(msg natsjs.Msg) bool {
 		item, _, _, err := messages.ParseSubject(msg.Subject())
 		if err == nil {
 			err = messages.ValidItem(item)
@@ -126,14 +112,113 @@ func (s *System) followStarts(ctx context.Context, cons natsjs.Consumer) {
 		if err != nil {
 			s.deps.Logger.Warn("ignoring start command on a bad subject", "subject", msg.Subject(), "error", err)
 			_ = msg.Term()
-			continue
+			return true
 		}
 		if err := s.spawn(ctx, item); err != nil {
 			s.deps.Logger.Error("cannot start sniper", "item", item, "error", err)
 			_ = msg.NakWithDelay(time.Second)
-			continue
+			return true
 		}
 		_ = msg.Ack()
+		return true
+	})
+}
+
+// Pull settings of every follower: a pull request lives 10 s and the
+// server sends a heartbeat every 2 s while it waits, so a pull lost in a
+// server restart is noticed (and re-issued) within about 4 s.
+const (
+	pullExpiry    = 10 * time.Second
+	pullHeartbeat = 2 * time.Second
+)
+
+// follow hands each message of a durable consumer to handle, which returns
+// false to stop, until ctx ends.
+//
+// The nats.go iterator rides out disconnections and server restarts by
+// itself (it re-issues its pull on reconnect) and reports missed
+// heartbeats, after which it pulls again: both are logged and followed on.
+// When the iterator ends for any other reason (the consumer was deleted,
+// the server answered a bad request), the consumer is opened again with
+// reopen, with backoff: a follower must never go quietly deaf.
+func follow(ctx context.Context, logger *slog.Logger, what string, cons natsjs.Consumer,
+	reopen func(context.Context) (natsjs.Consumer, error), handle func(natsjs.Msg) bool) {
+	delay := 100 * time.Millisecond
+	wait := func() bool {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		delay = min(2*delay, 5*time.Second)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	for ctx.Err() == nil {
+		if cons == nil {
+			opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			c, err := reopen(opCtx)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				logger.Error("cannot reopen the "+what+"; retrying", "error", err, "retry_in", delay)
+				if !wait() {
+					return
+				}
+				continue
+			}
+			logger.Info(what + " reopened")
+			cons = c
+		}
+		err := drain(ctx, logger, what, cons, handle)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		logger.Error(what+" stopped; reopening it", "error", err)
+		cons = nil
+		if !wait() {
+			return
+		}
+	}
+}
+
+// drain runs one iterator over cons; it returns nil when it should not be
+// reopened (ctx ended, handle said stop, the connection is closed for good).
+func drain(ctx context.Context, logger *slog.Logger, what string, cons natsjs.Consumer, handle func(natsjs.Msg) bool) error {
+	it, err := cons.Messages(natsjs.PullExpiry(pullExpiry), natsjs.PullHeartbeat(pullHeartbeat))
+	if err != nil {
+		return err
+	}
+	defer it.Stop()
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	missed := false
+	for {
+		msg, err := it.Next()
+		switch {
+		case err == nil:
+		case ctx.Err() != nil, errors.Is(err, natsjs.ErrConnectionClosed):
+			return nil
+		case errors.Is(err, natsjs.ErrNoHeartbeat):
+			// The iterator pulls again by itself; say so once per outage.
+			if !missed {
+				logger.Warn(what+": no heartbeat from the server; pulling again", "error", err)
+				missed = true
+			}
+			continue
+		default:
+			return err
+		}
+		if missed {
+			logger.Info(what + ": receiving again")
+			missed = false
+		}
+		if !handle(msg) {
+			return nil
+		}
 	}
 }
 

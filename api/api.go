@@ -32,6 +32,48 @@ type Server struct {
 	// CommandTimeout bounds how long a command waits for the log and for
 	// its effect to show; past it the client gets 503, never a hang.
 	CommandTimeout time.Duration
+	// Status says whether the sniper can do its job right now and why not
+	// (a list of named checks), for GET /api/status and the live stream's
+	// "status" events. nil: always ready, no checks.
+	Status func(ctx context.Context) (ready bool, checks any)
+	// StatusChanged returns a channel closed at the next change of Status,
+	// so the live stream can push it. nil: status is sent at connect only.
+	StatusChanged func() <-chan struct{}
+}
+
+// StatusView is what GET /api/status and the "status" event carry.
+type StatusView struct {
+	Ready  bool `json:"ready"`
+	Checks any  `json:"checks"`
+}
+
+func (s *Server) statusView(ctx context.Context) StatusView {
+	if s.Status == nil {
+		return StatusView{Ready: true, Checks: []any{}}
+	}
+	ready, checks := s.Status(ctx)
+	return StatusView{Ready: ready, Checks: checks}
+}
+
+// status serves GET /api/status: always 200, the answer is in the body
+// (readiness probes use /readyz, which answers 503 when not ready).
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		methodNotAllowed(w, "GET")
+		return
+	}
+	writeJSON(w, http.StatusOK, s.statusView(r.Context()))
+}
+
+// available answers 503 at once, and returns false, when the log cannot be
+// reached: a publish while the client reconnects would only be buffered
+// and the request would hang until its timeout.
+func (s *Server) available(w http.ResponseWriter, what string) bool {
+	if err := s.Log.Available(); err != nil {
+		s.unavailable(w, what, err)
+		return false
+	}
+	return true
 }
 
 // Handler routes the API.
@@ -41,6 +83,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/snipers/{item}", s.sniper)
 	mux.HandleFunc("/api/snipers/{item}/events", s.events)
 	mux.HandleFunc("/api/stream", s.stream)
+	mux.HandleFunc("/api/status", s.status)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
@@ -95,6 +138,9 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	stop, err := parseStopPrice(req.StopPrice)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if !s.available(w, "join "+req.Item) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout())
@@ -171,6 +217,9 @@ func (s *Server) stop(w http.ResponseWriter, r *http.Request, item string) {
 		writeJSON(w, http.StatusOK, viewOf(snap))
 		return
 	}
+	if !s.available(w, "stop "+item) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout())
 	defer cancel()
 	if _, err := s.Log.Append(ctx, messages.Subject(item, messages.KindCmd, messages.TypeStop), messages.NewStop(item)); err != nil {
@@ -201,6 +250,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		methodNotAllowed(w, "GET")
+		return
+	}
+	if !s.available(w, "history of "+item) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.timeout())
@@ -244,8 +296,18 @@ func (s *Server) timeout() time.Duration {
 }
 
 func (s *Server) unavailable(w http.ResponseWriter, what string, err error) {
+	var msg string
+	switch {
+	case errors.Is(err, jetstream.ErrUnavailable):
+		msg = err.Error() + "; try again"
+	case errors.Is(err, jetstream.ErrFull):
+		msg = "the event log is full and refuses writes; try again once space is freed: " + err.Error()
+	default:
+		msg = "the event log is unavailable, try again: " + err.Error()
+	}
 	s.Logger.Warn("request failed: log unavailable", "request", what, "error", err)
-	writeError(w, http.StatusServiceUnavailable, "the event log is unavailable, try again: "+err.Error())
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusServiceUnavailable, msg)
 }
 
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -32,6 +32,13 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	for _, snap := range s.View.List() {
 		writeEvent(w, "snapshot", viewOf(snap))
 	}
+	// The status after the snapshots, and again whenever it changes: the
+	// page shows whether the auction house and the log are reachable.
+	var statusChanged <-chan struct{}
+	if s.StatusChanged != nil {
+		statusChanged = s.StatusChanged()
+	}
+	lastStatus := writeEvent(w, "status", s.statusView(r.Context()))
 	flusher.Flush()
 
 	keepalive := time.NewTicker(15 * time.Second)
@@ -42,6 +49,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-keepalive.C:
 			fmt.Fprint(w, ": keepalive\n\n")
+		case <-statusChanged:
+			statusChanged = s.StatusChanged()
+			data, _ := json.Marshal(s.statusView(r.Context()))
+			if string(data) == lastStatus {
+				continue
+			}
+			lastStatus = string(data)
+			fmt.Fprintf(w, "event: status\ndata: %s\n\n", data)
 		case snap, ok := <-sub.C():
 			if !ok {
 				// Fell behind or shutting down: end the stream; the
@@ -54,7 +69,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func writeEvent(w http.ResponseWriter, event string, v any) {
+// writeEvent writes one SSE event and returns its data.
+func writeEvent(w http.ResponseWriter, event string, v any) string {
 	data, _ := json.Marshal(v)
 	fmt.Fprintf(w, "event: %s\ndata: %s\n\n", event, data)
+	return string(data)
 }

@@ -2,6 +2,7 @@ package jetstream
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -79,13 +80,17 @@ func (l *Log) StartConsumer(ctx context.Context) (jetstream.Consumer, error) {
 const OutboundConsumerName = "xmpp-out"
 
 // OutboundConsumer returns the durable consumer of the sniper's requests to
-// the auction house. MaxAckPending 1 keeps them in order on the wire (a
-// JOIN before its auction's BIDs) and keeps them in the log until sent.
+// the auction house (out.join, out.bid; not the bridge's own out.sent
+// records). MaxAckPending 1 keeps them in order on the wire (a JOIN before
+// its auction's BIDs) and keeps them in the log until sent.
 func (l *Log) OutboundConsumer(ctx context.Context) (jetstream.Consumer, error) {
 	c, err := l.js.CreateOrUpdateConsumer(ctx, StreamName, jetstream.ConsumerConfig{
-		Durable:       OutboundConsumerName,
-		Description:   "JOIN and BID requests for the XMPP outbound bridge",
-		FilterSubject: messages.SubjectPrefix + ".*." + messages.KindOut + ".>",
+		Durable:     OutboundConsumerName,
+		Description: "JOIN and BID requests for the XMPP outbound bridge",
+		FilterSubjects: []string{
+			messages.Subject("*", messages.KindOut, messages.TypeJoin),
+			messages.Subject("*", messages.KindOut, messages.TypeBid),
+		},
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       l.ackWait,
@@ -96,4 +101,21 @@ func (l *Log) OutboundConsumer(ctx context.Context) (jetstream.Consumer, error) 
 		return nil, fmt.Errorf("outbound consumer: %w", err)
 	}
 	return c, nil
+}
+
+// LastSentSeq returns the out_seq of the last out.sent record on subject,
+// 0 if there is none.
+func (l *Log) LastSentSeq(ctx context.Context, subject string) (uint64, error) {
+	raw, err := l.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("last sent record on %s: %w", subject, err)
+	}
+	var rec messages.SentEvent
+	if err := json.Unmarshal(raw.Data, &rec); err != nil {
+		return 0, fmt.Errorf("decode sent record %d: %w", raw.Sequence, err)
+	}
+	return rec.OutSeq, nil
 }

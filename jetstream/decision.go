@@ -62,6 +62,9 @@ func (l *Log) Commit(ctx context.Context, d Decision) (uint64, error) {
 		if isConflict(err) {
 			return 0, fmt.Errorf("commit decision on %s for input %d: %w: %v", d.Item, d.InputSeq, ErrConflict, err)
 		}
+		if isFull(err) {
+			return 0, fmt.Errorf("commit decision on %s for input %d: %w: %w", d.Item, d.InputSeq, ErrFull, err)
+		}
 		return 0, fmt.Errorf("commit decision on %s for input %d: %w", d.Item, d.InputSeq, err)
 	}
 	// The batch ack carries the last message's sequence; the snapshot is

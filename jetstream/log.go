@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,6 +26,11 @@ var (
 	ErrNotFound = errors.New("not found in the log")
 	// ErrExists means an append fenced on "first of its subject" found one.
 	ErrExists = errors.New("already in the log")
+	// ErrFull means the stream refused a write because it reached a limit
+	// (MaxMsgs, MaxBytes, the server's storage): nothing was written.
+	ErrFull = errors.New("the event log is full")
+	// ErrUnavailable means there is no connection to the log right now.
+	ErrUnavailable = errors.New("the event log is unavailable")
 )
 
 // StreamConfig is what the operator may choose about the stream.
@@ -129,9 +135,23 @@ func (l *Log) Append(ctx context.Context, subject string, payload any, opts ...A
 		if o.firstOfSub && isWrongLastSequence(err) {
 			return 0, fmt.Errorf("append %s: %w", subject, ErrExists)
 		}
+		if isFull(err) {
+			return 0, fmt.Errorf("append %s: %w: %w", subject, ErrFull, err)
+		}
 		return 0, fmt.Errorf("append %s: %w", subject, err)
 	}
 	return ack.Sequence, nil
+}
+
+// Available returns nil when the connection to the log is up, and an
+// error wrapping ErrUnavailable otherwise. A publish while the client is
+// reconnecting is buffered and would wait out its whole timeout: callers
+// that answer a person check this first and fail fast.
+func (l *Log) Available() error {
+	if st := l.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("%w: not connected to NATS (%s)", ErrUnavailable, st)
+	}
+	return nil
 }
 
 // Has reports whether subject holds at least one message.
@@ -205,6 +225,22 @@ func (l *Log) read(ctx context.Context, filter string, upTo uint64) ([]Record, e
 			return out, nil
 		}
 	}
+}
+
+// isFull recognises a write refused for lack of space: a stream limit with
+// DiscardNew (10077 "maximum messages/bytes exceeded") or the server's or
+// account's storage (10047).
+func isFull(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch {
+		case apiErr.ErrorCode == 10047:
+			return true
+		case apiErr.ErrorCode == 10077 && strings.Contains(apiErr.Description, "exceeded"):
+			return true
+		}
+	}
+	return false
 }
 
 func isWrongLastSequence(err error) bool {

@@ -24,6 +24,7 @@ const (
 	TypeJoin      = "join"
 	TypeBid       = "bid"
 	TypeSnapshot  = "snapshot"
+	TypeSent      = "sent"
 )
 
 // Subject kinds: the third token of a subject says who wrote it and who
@@ -121,6 +122,16 @@ type BidRequest struct {
 	Item     string `json:"item"`
 	Price    int64  `json:"price"`
 	InputSeq uint64 `json:"input_seq"`
+}
+
+// SentEvent records that the outbound request at OutSeq reached the
+// auction house: the bridge's durable memory of what it already sent, and
+// in the history the moment a JOIN or BID actually went out.
+type SentEvent struct {
+	Type   string `json:"type"`
+	Item   string `json:"item"`
+	OutSeq uint64 `json:"out_seq"`
+	Body   string `json:"body"`
 }
 
 // SnapshotEvent is the sniper's state after deciding the input at

@@ -103,3 +103,40 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// StartNATSOn is StartNATSIn with the client listener on listen (host:port):
+// a server that another process, or the app under test with --nats-url,
+// reaches over TCP, and that a test restarts on the same address by
+// stopping it and calling StartNATSOn again with the same dir and
+// ClientAddr.
+func StartNATSOn(t testing.TB, dir, listen string) *NATS {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	srv, err := jetstream.StartEmbedded(ctx, jetstream.EmbeddedConfig{
+		DataDir: dir, Listen: listen, SyncInterval: time.Minute, Logger: Logger(t),
+	})
+	if err != nil {
+		t.Fatalf("start embedded nats on %s: %v", listen, err)
+	}
+	nc, err := srv.Connect("test")
+	if err != nil {
+		srv.Shutdown()
+		t.Fatalf("connect: %v", err)
+	}
+	log, err := jetstream.Open(ctx, nc, jetstream.StreamConfig{})
+	if err != nil {
+		nc.Close()
+		srv.Shutdown()
+		t.Fatalf("open log: %v", err)
+	}
+	n := &NATS{DataDir: dir, Server: srv, Conn: nc, Log: log, t: t}
+	t.Cleanup(n.Stop)
+	return n
+}
+
+// ClientAddr is the host:port the server's TCP listener is bound to, to
+// restart it on the same address with StartNATSOn.
+func (n *NATS) ClientAddr() string {
+	return strings.TrimPrefix(n.Server.ClientURL(), "nats://")
+}

@@ -73,15 +73,21 @@ type App struct {
 	httpLn   net.Listener
 	httpDone chan error
 
+	writes    *writeHealth
+	status    *statusWatch
+	watchStop context.CancelFunc
+	watchDone chan struct{}
+
 	stopOnce sync.Once
 }
 
 // Start brings the sniper up; on error everything started is stopped.
 func Start(ctx context.Context, cfg Config) (_ *App, err error) {
-	a := &App{cfg: cfg, logger: cfg.Logger, metrics: metrics.New(), fatal: make(chan error, 1)}
+	a := &App{cfg: cfg, logger: cfg.Logger, metrics: metrics.New(), fatal: make(chan error, 1), status: newStatusWatch()}
 	if a.logger == nil {
 		a.logger = slog.Default()
 	}
+	a.writes = &writeHealth{logger: a.logger, poke: a.status.Poke}
 	defer func() {
 		if err != nil {
 			a.shutdown()
@@ -109,7 +115,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics}
+	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes}
 	a.system, err = actors.StartSystem(ctx, deps)
 	if err != nil {
 		return nil, err
@@ -119,6 +125,9 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 			return nil, err
 		}
 	}
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	a.watchStop, a.watchDone = stopWatch, make(chan struct{})
+	go a.watchStatus(watchCtx, a.watchDone)
 	if err := a.serveHTTP(); err != nil {
 		return nil, err
 	}
@@ -153,6 +162,7 @@ func (a *App) startXMPP(ctx context.Context, deps actors.Deps) error {
 	xcfg.Logger = a.logger.With("component", "xmpp")
 	xcfg.OnStateChange = func(up bool) {
 		a.xmppUp.Store(up)
+		a.status.Poke()
 		a.metrics.XMPPState(up, up && everUp)
 		if up {
 			everUp = true
@@ -199,7 +209,7 @@ func (a *App) serveHTTP() error {
 	if err != nil {
 		return fmt.Errorf("http listen on %s: %w", a.cfg.HTTPAddr, err)
 	}
-	apiSrv := &api.Server{Log: a.log, View: a.view, Logger: a.logger}
+	apiSrv := &api.Server{Log: a.log, View: a.view, Logger: a.logger, Status: a.apiStatus, StatusChanged: a.status.Changed}
 	// Long-lived requests (the live event stream) end when shutdown
 	// starts, instead of holding it up until its deadline.
 	baseCtx, cancelRequests := context.WithCancel(context.Background())
@@ -225,6 +235,11 @@ func (a *App) routes(apiSrv *api.Server) http.Handler {
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("/", web.Handler())
 	return mux
+}
+
+// apiStatus is Readiness for the API, which knows nothing of Check.
+func (a *App) apiStatus(ctx context.Context) (bool, any) {
+	return a.Readiness(ctx)
 }
 
 // HTTPURL is the base URL of the API, with the port actually bound.
@@ -277,6 +292,10 @@ func (a *App) shutdown() {
 	}
 	if a.view != nil {
 		a.view.Stop()
+	}
+	if a.watchStop != nil {
+		a.watchStop()
+		<-a.watchDone
 	}
 	if a.nc != nil && !a.nc.IsClosed() {
 		// Drain flushes what is still buffered (acks above all) before

@@ -3,7 +3,10 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,13 +20,17 @@ type Check struct {
 }
 
 // Readiness checks what the sniper needs to do its job: the NATS
-// connection, the SNIPER stream, and the auction house.
+// connection, the SNIPER stream, the log taking the actors' writes, and
+// the auction house.
 func (a *App) Readiness(ctx context.Context) (bool, []Check) {
 	var checks []Check
 	natsOK := a.nc.Status() == nats.CONNECTED
 	c := Check{Name: "nats", OK: natsOK}
 	if !natsOK {
 		c.Error = "not connected to NATS (" + a.nc.Status().String() + ")"
+		if a.cfg.NATSURL != "" {
+			c.Error = "not connected to NATS at " + a.cfg.NATSURL + " (" + a.nc.Status().String() + ")"
+		}
 	}
 	checks = append(checks, c)
 
@@ -37,6 +44,13 @@ func (a *App) Readiness(ctx context.Context) (bool, []Check) {
 		}
 	} else {
 		c.OK, c.Error = false, "stream SNIPER unreachable: no NATS connection"
+	}
+	checks = append(checks, c)
+
+	c = Check{Name: "log_writes", OK: true}
+	if err, since := a.writes.failing(); err != nil {
+		c.OK = false
+		c.Error = fmt.Sprintf("the log refuses writes since %s: %v", since.UTC().Format(time.RFC3339), err)
 	}
 	checks = append(checks, c)
 
@@ -71,4 +85,130 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeHealth remembers whether the log took the actors' last write
+// (actors.WriteObserver). The last outcome wins: one success after a run
+// of failures means the log takes writes again.
+type writeHealth struct {
+	logger *slog.Logger
+	poke   func()
+
+	mu    sync.Mutex
+	err   error
+	since time.Time
+}
+
+func (w *writeHealth) WriteFailed(err error) {
+	w.mu.Lock()
+	first := w.err == nil
+	w.err = err
+	if first {
+		w.since = time.Now()
+	}
+	w.mu.Unlock()
+	if first {
+		w.logger.Error("the event log refuses writes: inputs are held, unacknowledged, until it takes them again", "error", err)
+		w.poke()
+	}
+}
+
+func (w *writeHealth) WriteSucceeded() {
+	w.mu.Lock()
+	was, since := w.err, w.since
+	w.err = nil
+	w.mu.Unlock()
+	if was != nil {
+		w.logger.Info("the event log takes writes again", "refused_for", time.Since(since).Round(time.Millisecond))
+		w.poke()
+	}
+}
+
+func (w *writeHealth) failing() (error, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err, w.since
+}
+
+// statusWatch recomputes readiness whenever a dependency reports a change
+// (NATS connection, XMPP session, log writes) and every second (what no
+// callback reports: the stream vanishing), and tells the live stream's
+// clients when the outcome changed.
+type statusWatch struct {
+	mu      sync.Mutex
+	ready   bool
+	checks  []Check
+	key     string
+	changed chan struct{} // closed and replaced on every change
+	poke    chan struct{}
+}
+
+func newStatusWatch() *statusWatch {
+	return &statusWatch{changed: make(chan struct{}), poke: make(chan struct{}, 1)}
+}
+
+// Poke asks for a recheck now; it never blocks.
+func (s *statusWatch) Poke() {
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
+}
+
+// Changed returns a channel closed at the next change of the status.
+func (s *statusWatch) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+func (s *statusWatch) set(ready bool, checks []Check) (changed bool) {
+	b, _ := json.Marshal(checks)
+	key := fmt.Sprint(ready) + string(b)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if key == s.key {
+		return false
+	}
+	s.ready, s.checks, s.key = ready, checks, key
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return true
+}
+
+// watchStatus runs until ctx ends.
+func (a *App) watchStatus(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
+	natsCh := a.nc.StatusChanged()
+	defer a.nc.RemoveStatusListener(natsCh)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	first := true
+	for {
+		ready, checks := a.Readiness(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if a.status.set(ready, checks) && !first {
+			if ready {
+				a.logger.Info("ready again: every check passes")
+			} else {
+				var failing []any
+				for _, c := range checks {
+					if !c.OK {
+						failing = append(failing, c.Name, c.Error)
+					}
+				}
+				a.logger.Warn("not ready", failing...)
+			}
+		}
+		first = false
+		select {
+		case <-ctx.Done():
+			return
+		case <-natsCh:
+		case <-a.status.poke:
+		case <-tick.C:
+		}
+	}
 }

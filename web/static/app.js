@@ -85,7 +85,28 @@ function connect() {
   es.addEventListener("status", (e) => showStatus(JSON.parse(e.data)));
 }
 
+// A "status" event says what the sniper depends on and whether it is
+// reachable: {"ready", "checks": [{"name", "ok", "error"}...]}.
 function showStatus(st) {
+  const checks = Array.isArray(st.checks) ? st.checks : [];
+  const xmpp = checks.find((c) => c && c.name === "xmpp");
+  const house = $("auction-house");
+  if (xmpp) {
+    house.hidden = false;
+    house.textContent = "auction house: " + (xmpp.ok ? "connected" : "disconnected");
+    house.className = "badge " + (xmpp.ok ? "on" : "off");
+    house.title = xmpp.ok ? "connected to the auction house" : String(xmpp.error || "not connected");
+  } else if (st.checks) {
+    house.hidden = true; // running without an auction house
+  }
+  const logBad = checks.filter((c) => c && c.name !== "xmpp" && !c.ok);
+  const log = $("log-status");
+  if (st.checks) log.hidden = logBad.length === 0;
+  if (logBad.length) {
+    const full = logBad.some((c) => c.name === "log_writes") && logBad.length === 1;
+    log.textContent = "event log: " + (full ? "refusing writes" : "unavailable");
+    log.title = logBad.map((c) => String(c.error || c.name)).join("\n");
+  }
   const p = $("open-items");
   if (st.open_items && st.open_items.length) {
     p.hidden = false;
@@ -141,8 +162,9 @@ function describe(ev) {
     case "price": return `Price ${d.current_price} (increment ${d.increment}) by ${d.bidder}` + (d.from_sniper ? " (the sniper)" : "");
     case "close": return "The auction closed";
     case "malformed": return `Unreadable message "${d.body}": ${d.reason}`;
-    case "join": return "Sent JOIN to the auction house";
-    case "bid": return `Sent BID ${d.price}`;
+    case "join": return "Decided to join";
+    case "bid": return `Decided to bid ${d.price}`;
+    case "sent": return `Sent to the auction house: ${d.body}`;
     case "snapshot": return `Now ${d.state}: last price ${d.last_price}, last bid ${d.last_bid}` + (d.reason ? ` (${d.reason})` : "");
     default: return ev.type;
   }
