@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 
 FAULT_KILLS ?= 200
 
-.PHONY: run build test lint fuzz fuzz-short faults deps clean
+.PHONY: run build test lint fuzz fuzz-short faults bench deps clean
 
 run:
 	$(GO) run ./cmd/sniper run --data-dir $(DATA_DIR)
@@ -49,3 +49,9 @@ clean:
 faults: deps
 	SNIPER_FAULT_KILLS=$(FAULT_KILLS) $(GO) test -count=1 -timeout 90m -run TestKillSuite -v ./faults/ | grep -E 'kill suite|^(---|ok|FAIL|PASS)|_test.go'
 
+
+# Benchmarks against the raw JetStream baseline (nats bench) in one run;
+# prints a table with ratios. BENCH_N operations per measurement.
+BENCH_N ?= 3000
+bench: deps
+	$(GO) run ./cmd/sniperbench -n $(BENCH_N)
