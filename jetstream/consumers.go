@@ -119,3 +119,16 @@ func (l *Log) LastSentSeq(ctx context.Context, subject string) (uint64, error) {
 	}
 	return rec.OutSeq, nil
 }
+
+// ConsumerInfos lists every consumer of the stream, for metrics.
+func (l *Log) ConsumerInfos(ctx context.Context) ([]*jetstream.ConsumerInfo, error) {
+	lister := l.stream.ListConsumers(ctx)
+	var out []*jetstream.ConsumerInfo
+	for info := range lister.Info() {
+		out = append(out, info)
+	}
+	if err := lister.Err(); err != nil {
+		return nil, fmt.Errorf("list consumers: %w", err)
+	}
+	return out, nil
+}

@@ -13,6 +13,7 @@ import (
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
+	"sniper/auction"
 	"sniper/jetstream"
 	"sniper/messages"
 )
@@ -169,4 +170,15 @@ func (s *Subscription) Close() {
 		delete(s.v.subs, s)
 		close(s.ch)
 	}
+}
+
+// CountByState counts the snipers in each state, for metrics.
+func (v *View) CountByState() map[auction.State]int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	out := map[auction.State]int{}
+	for _, s := range v.snaps {
+		out[s.State]++
+	}
+	return out
 }
