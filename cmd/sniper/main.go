@@ -16,13 +16,24 @@ import (
 const usage = `sniper bids in online auctions on your behalf, up to a stop price.
 
 Usage:
-  sniper run [flags]      start the sniper service (embedded NATS, HTTP API)
-  sniper help [command]   show help
+  sniper run [flags]                   start the sniper service (embedded NATS, HTTP API)
+  sniper join ITEM --stop-price N      join the auction for ITEM, bidding up to N
+  sniper list                          every sniper's state, as a table
+  sniper stop ITEM                     stop bidding on ITEM
+  sniper history ITEM [--at SEQ]       ITEM's events from the log; --at: its state after event SEQ
+  sniper watch                         every sniper, live, until Ctrl-C
+  sniper help [command]                show help
+
+join, list, stop, history and watch talk to a running 'sniper run' over its
+JSON API: --api URL (default http://127.0.0.1:8080, env SNIPER_API),
+--token TOKEN (env SNIPER_HTTP_TOKEN), --json for scripts. They exit 1 on
+failure, 2 on a bad command line.
 
 Every flag of a command can also be set in the environment as
 SNIPER_<FLAG NAME>, e.g. --data-dir as SNIPER_DATA_DIR. Flags win.
 
-Run 'sniper help run' for the service's flags.
+Run 'sniper help run' for the service's flags, 'sniper help join' and so on
+for the others.
 `
 
 func main() {
@@ -46,6 +57,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return runService(ctx, rest, stdout, stderr)
+	case "join":
+		return cmdJoin(ctx, rest, stdout, stderr)
+	case "list":
+		return cmdList(ctx, rest, stdout, stderr)
+	case "stop":
+		return cmdStop(ctx, rest, stdout, stderr)
+	case "history":
+		return cmdHistory(ctx, rest, stdout, stderr)
+	case "watch":
+		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return cmdWatch(ctx, rest, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "sniper: unknown command %q\n\n%s", cmd, usage)
 	return 2
