@@ -32,7 +32,7 @@ func runService(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
 
-		xmppAddr      = fs.String("xmpp-addr", "", "the auction house's XMPP server, host:port, dialled directly (no SRV lookup)")
+		xmppAddr      = fs.String("xmpp-addr", "", "the auction house's XMPP server, host:port, dialled directly (no SRV lookup); without it, an embedded demo auction house with simulated bidders")
 		xmppJID       = fs.String("xmpp-jid", "sniper@localhost/Auction", "the sniper's XMPP account; the resource is bound exactly")
 		xmppPassword  = fs.String("xmpp-password", "", "password of --xmpp-jid (prefer the environment: SNIPER_XMPP_PASSWORD)")
 		auctionDomain = fs.String("auction-domain", "", "domain of the auction JIDs auction-<item>@<domain>/Auction (default: the domain of --xmpp-jid)")
@@ -78,6 +78,7 @@ Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 		DataDir: *dataDir, NATSURL: *natsURL, NATSListen: *natsListen, Fsync: interval,
 		HTTPAddr: *httpAddr, Replicas: *replicas, AckWait: *ackWait, Logger: logger, Fault: fault, AuctionDomain: *auctionDomain,
 	}
+	var demo *demoHouse // the embedded auction house, without --xmpp-addr
 	if *xmppAddr != "" {
 		mode, err := xmppclient.ParseTLSMode(*xmppTLS)
 		if err != nil {
@@ -85,6 +86,13 @@ Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 			return 2
 		}
 		cfg.XMPP = &xmppclient.Config{Addr: *xmppAddr, JID: *xmppJID, Password: *xmppPassword, TLS: mode}
+	} else {
+		var code int
+		if demo, code = startDemo(ctx, logger, stderr, *xmppJID, *auctionDomain); demo == nil {
+			return code
+		}
+		defer demo.Close() // after a.Stop below: deferred calls run last
+		cfg.XMPP = demo.XMPP
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	a, err := app.Start(startCtx, cfg)
@@ -93,6 +101,7 @@ Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 		logger.Error("sniper did not start", "error", err)
 		return 1
 	}
+	demo.announce(a.HTTPURL())
 	logger.Info("sniper running", "http", a.HTTPURL(), "nats", a.NATSURL())
 	code := 0
 	select {
