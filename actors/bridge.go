@@ -82,6 +82,7 @@ type Inbound struct {
 	ctx      context.Context // cancelled by Stop: ends retries
 	cancel   context.CancelFunc
 	joined   map[string]bool // items known to have a sniper; owned by the actor
+	stopOnce sync.Once
 }
 
 type chatIn struct {
@@ -112,9 +113,12 @@ func (in *Inbound) Deliver(from jid.JID, body string) {
 
 // Stop stops the bridge; a message still waiting for the log is given up
 // (the auction house's next message carries the current price anyway).
+// Calling it again does nothing.
 func (in *Inbound) Stop() {
-	in.cancel()
-	_ = in.as.Root.StopFuture(in.pid).Wait()
+	in.stopOnce.Do(func() {
+		in.cancel()
+		_ = in.as.Root.StopFuture(in.pid).Wait()
+	})
 }
 
 func (in *Inbound) receive(ctx actor.Context) {
@@ -275,18 +279,32 @@ func (o *Outbound) Stop() {
 func (o *Outbound) run(ctx context.Context, cons natsjs.Consumer) {
 	defer o.wg.Done()
 	failing := false
-	follow(ctx, o.log, "outbound feed", cons, o.deps.Log.OutboundConsumer, func(msg natsjs.Msg) bool {
+	// Stopping quiesces the feed: requests already delivered are still
+	// sent (or given back) and acked; the rest wait in the log.
+	follow(context.Background(), ctx, o.deps.Log, o.log, "outbound feed", cons, o.deps.Log.OutboundConsumer, func(msg natsjs.Msg) bool {
 		item, body, err := o.render(msg)
 		if err != nil {
 			o.log.Error("unsendable outbound request dropped", "subject", msg.Subject(), "error", err)
 			_ = msg.Term()
 			return true
 		}
-		sent, err := o.send(ctx, msg, item, body)
+		// Not ctx: once Stop has cancelled it, the feed still finishes the
+		// requests already delivered to it (see follow), which needs a
+		// context that works; send's own timeouts bound it.
+		sent, err := o.send(context.WithoutCancel(ctx), msg, item, body)
+		if sent && err == nil {
+			o.deps.writeSucceeded() // the record of it is in the log
+		}
+		if err != nil && sent {
+			// On the wire, but the log did not take the record (full,
+			// unreachable): resending would repeat the request every
+			// retry for as long as the log refuses writes. The ack is
+			// what is left to keep it from going again.
+			o.deps.writeFailed(err)
+			o.log.Error("sent, but the log did not take the record of it; acking so as not to resend", "item", item, "error", err)
+			err = nil
+		}
 		if err != nil {
-			if ctx.Err() != nil {
-				return false
-			}
 			if !failing {
 				o.log.Warn("cannot send to the auction house; will retry", "item", item, "error", err)
 				failing = true

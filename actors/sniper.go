@@ -42,6 +42,11 @@ type Deps struct {
 	// decision, an auction event); nil is allowed. It is how readiness
 	// learns that the log refuses writes (full, unreachable).
 	Writes WriteObserver
+
+	// Set by StartSystem: ends when the system stops (the snipers' feeds
+	// stop pulling and finish what they hold), and counts those feeds.
+	quiesce context.Context
+	feeds   *feedTracker
 }
 
 // WriteObserver learns the outcome of the actors' writes to the log.
@@ -144,8 +149,10 @@ func (s *sniper) start(ctx actor.Context) error {
 	}
 	feedCtx, stop := context.WithCancel(context.Background())
 	s.stopFeeder = stop
-	s.feederDone.Add(1)
-	go s.feed(feedCtx, ctx.ActorSystem().Root, ctx.Self(), cons)
+	if s.deps.feeds == nil || s.deps.feeds.add() {
+		s.feederDone.Add(1)
+		go s.feed(feedCtx, ctx.ActorSystem().Root, ctx.Self(), cons)
+	}
 	s.log.Debug("sniper started", "state", s.snap.State, "input_seq", s.snap.InputSeq)
 	return nil
 }
@@ -166,13 +173,20 @@ func (s *sniper) reload(ctx context.Context) error {
 }
 
 // feed hands the actor one input at a time and waits until it is decided,
-// so the actor's mailbox never holds more than one: on shutdown the input
-// not yet taken is given back to the server at once (Nak) instead of
-// waiting out its AckWait.
+// so the actor's mailbox never holds more than one. When the system stops
+// (quiesce) the feed stops pulling and finishes what the server already
+// delivered; when the actor stops on its own (finished, restarted) the
+// input not yet taken is given back at once (Nak). See follow.
 func (s *sniper) feed(ctx context.Context, root *actor.RootContext, self *actor.PID, cons natsjs.Consumer) {
 	defer s.feederDone.Done()
+	quiesce := s.deps.quiesce
+	if s.deps.feeds != nil {
+		defer s.deps.feeds.done()
+	} else {
+		quiesce = context.Background()
+	}
 	reopen := func(ctx context.Context) (natsjs.Consumer, error) { return s.deps.Log.InputConsumer(ctx, s.item) }
-	follow(ctx, s.log, "input feed", cons, reopen, func(msg natsjs.Msg) bool {
+	follow(ctx, quiesce, s.deps.Log, s.log, "input feed", cons, reopen, func(msg natsjs.Msg) bool {
 		done := make(chan struct{})
 		root.Send(self, input{msg: msg, done: done})
 		select {

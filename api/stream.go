@@ -8,8 +8,10 @@ import (
 )
 
 // stream serves GET /api/stream: Server-Sent Events with every sniper's
-// snapshot as it changes. A new connection first gets the current state
-// of every sniper, so a client that reconnects is whole again.
+// snapshot as it changes ("snapshot") and the sniper's readiness
+// ("status", the body of GET /api/status) when it changes. A new
+// connection first gets the current state of every sniper and the current
+// status, so a client that reconnects is whole again.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		methodNotAllowed(w, "GET")

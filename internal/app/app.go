@@ -81,6 +81,10 @@ type App struct {
 	stopOnce sync.Once
 }
 
+// inboundGrace bounds how long shutdown waits for the auction events the
+// XMPP session already received to be stored.
+const inboundGrace = 3 * time.Second
+
 // Start brings the sniper up; on error everything started is stopped.
 func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	a := &App{cfg: cfg, logger: cfg.Logger, metrics: metrics.New(), fatal: make(chan error, 1), status: newStatusWatch()}
@@ -275,17 +279,38 @@ func (a *App) Stop(ctx context.Context) {
 }
 
 func (a *App) shutdown() {
-	// Inbound first: it may be holding the XMPP reader while it retries a
-	// write to the log; then the session; then the outbound feed.
-	if a.inbound != nil {
-		a.inbound.Stop()
+	// Every follower stops pulling before it stops working: what the
+	// server already delivered is finished and acked, the rest stays in
+	// the log, undelivered, and comes at once after a restart (a message
+	// delivered and not acked would wait out the AckWait, since a Nak does
+	// not survive a restart of the embedded server).
+	//
+	// The outbound feed first, while the session can still send what it
+	// holds. Then the XMPP session: ending the stream stops the auction
+	// house from handing the sniper more (later messages bounce at the
+	// server), and the session's reader hands what it already received to
+	// the inbound bridge, which stores it: a message the sniper accepted
+	// is not dropped on the floor. The bridge may be holding the reader
+	// while it retries a write to a log that is down: past a grace period
+	// it gives up, and the session ends. Then the snipers, which decide
+	// what they were handed.
+	if a.outbound != nil {
+		a.outbound.Stop()
 	}
 	if a.chatStop != nil {
 		a.chatStop()
-		<-a.chatDone
+		grace := time.NewTimer(inboundGrace)
+		select {
+		case <-a.chatDone:
+		case <-grace.C:
+			a.logger.Warn("auction events still waiting for the log at shutdown; giving them up", "after", inboundGrace)
+			a.inbound.Stop()
+			<-a.chatDone
+		}
+		grace.Stop()
 	}
-	if a.outbound != nil {
-		a.outbound.Stop()
+	if a.inbound != nil {
+		a.inbound.Stop()
 	}
 	if a.system != nil {
 		a.system.Stop()
