@@ -39,20 +39,27 @@ type Server struct {
 	// StatusChanged returns a channel closed at the next change of Status,
 	// so the live stream can push it. nil: status is sent at connect only.
 	StatusChanged func() <-chan struct{}
+	// OpenItems lists the auctions open at the built-in auction house, to
+	// offer them on the page; nil with a real auction house.
+	OpenItems func() []string
 }
 
 // StatusView is what GET /api/status and the "status" event carry.
 type StatusView struct {
-	Ready  bool `json:"ready"`
-	Checks any  `json:"checks"`
+	Ready     bool     `json:"ready"`
+	Checks    any      `json:"checks"`
+	OpenItems []string `json:"open_items,omitempty"`
 }
 
 func (s *Server) statusView(ctx context.Context) StatusView {
-	if s.Status == nil {
-		return StatusView{Ready: true, Checks: []any{}}
+	v := StatusView{Ready: true, Checks: []any{}}
+	if s.Status != nil {
+		v.Ready, v.Checks = s.Status(ctx)
 	}
-	ready, checks := s.Status(ctx)
-	return StatusView{Ready: ready, Checks: checks}
+	if s.OpenItems != nil {
+		v.OpenItems = s.OpenItems()
+	}
+	return v
 }
 
 // status serves GET /api/status: always 200, the answer is in the body

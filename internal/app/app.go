@@ -41,6 +41,9 @@ type Config struct {
 	// XMPP is the sniper's account at the auction house; nil runs without
 	// one (commands are logged and decided, nothing reaches an auction).
 	XMPP *xmppclient.Config
+	// OpenItems lists the auctions of the built-in auction house, for the
+	// page; nil with a real one.
+	OpenItems func() []string
 	// AuctionDomain is where auction-<item> JIDs live; empty means the
 	// domain of the XMPP JID.
 	AuctionDomain string
@@ -119,6 +122,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	a.metrics.Register(metrics.NewStateCollector(a.view, a.log))
 	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes}
 	a.system, err = actors.StartSystem(ctx, deps)
 	if err != nil {
@@ -213,7 +217,7 @@ func (a *App) serveHTTP() error {
 	if err != nil {
 		return fmt.Errorf("http listen on %s: %w", a.cfg.HTTPAddr, err)
 	}
-	apiSrv := &api.Server{Log: a.log, View: a.view, Logger: a.logger, Status: a.apiStatus, StatusChanged: a.status.Changed}
+	apiSrv := &api.Server{Log: a.log, View: a.view, Logger: a.logger, Status: a.apiStatus, StatusChanged: a.status.Changed, OpenItems: a.cfg.OpenItems}
 	// Long-lived requests (the live event stream) end when shutdown
 	// starts, instead of holding it up until its deadline.
 	baseCtx, cancelRequests := context.WithCancel(context.Background())

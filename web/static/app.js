@@ -108,11 +108,24 @@ function showStatus(st) {
     log.title = logBad.map((c) => String(c.error || c.name)).join("\n");
   }
   const p = $("open-items");
-  if (st.open_items && st.open_items.length) {
-    p.hidden = false;
-    p.textContent = "Open auctions at the built-in auction house: " + st.open_items.join(", ");
+  const items = Array.isArray(st.open_items) ? st.open_items : [];
+  p.hidden = items.length === 0;
+  if (items.length) {
+    // Each open auction fills the form when clicked: the demo's way in.
+    p.replaceChildren("Open at the built-in auction house: ", ...items.flatMap((item, i) => {
+      const b = el("button", { type: "button", class: "link open-item" }, item);
+      b.addEventListener("click", () => { $("item").value = item; $("stop-price").focus(); });
+      return i ? [", ", b] : [b];
+    }));
   }
 }
+
+// The built-in auction house relists items as they close; the status event
+// only fires on connection changes, so refresh the list now and then.
+async function refreshStatus() {
+  try { showStatus(await api("GET", "api/status")); } catch (_) { /* the stream shows the trouble */ }
+}
+setInterval(refreshStatus, 10000);
 
 // ---- the form ----
 
