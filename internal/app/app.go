@@ -34,6 +34,10 @@ type Config struct {
 	// Fsync is the embedded store's flush interval; 0 flushes every write.
 	Fsync    time.Duration
 	HTTPAddr string
+	// HTTPToken, when set, is required by every request but the health
+	// probes (bearer header, or the cookie the login form sets). Serving
+	// beyond loopback without one is refused.
+	HTTPToken string
 	Replicas int
 	// AckWait is how soon an input or request held by a crashed process
 	// is handed out again (0: jetstream.DefaultAckWait).
@@ -95,6 +99,9 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		a.logger = slog.Default()
 	}
 	a.writes = &writeHealth{logger: a.logger, poke: a.status.Poke}
+	if err := checkExposure(cfg.HTTPAddr, cfg.HTTPToken); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			a.shutdown()
@@ -242,6 +249,9 @@ func (a *App) routes(apiSrv *api.Server) http.Handler {
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("/", web.Handler())
+	if a.cfg.HTTPToken != "" {
+		return requireToken(a.cfg.HTTPToken, mux)
+	}
 	return mux
 }
 
