@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,6 +15,7 @@ const usage = `sniper bids in online auctions on your behalf, up to a stop price
 
 Usage:
   sniper run [flags]                   start the sniper service (embedded NATS, HTTP API)
+  sniper config [flags]                the configuration 'sniper run' would use, secrets masked
   sniper join ITEM --stop-price N      join the auction for ITEM, bidding up to N
   sniper list                          every sniper's state, as a table
   sniper stop ITEM                     stop bidding on ITEM
@@ -30,10 +29,13 @@ JSON API: --api URL (default http://127.0.0.1:8080, env SNIPER_API),
 failure, 2 on a bad command line.
 
 Every flag of a command can also be set in the environment as
-SNIPER_<FLAG NAME>, e.g. --data-dir as SNIPER_DATA_DIR. Flags win.
+SNIPER_<FLAG NAME>, e.g. --data-dir as SNIPER_DATA_DIR. 'sniper run' also
+reads a TOML config file, --config sniper.toml (or SNIPER_CONFIG), whose
+keys are its flag names: data-dir = "/var/lib/sniper". Flags win over the
+environment, which wins over the file.
 
-Run 'sniper help run' for the service's flags, 'sniper help join' and so on
-for the others.
+Run 'sniper help run' for the service's flags, 'sniper help config' for the
+config file, 'sniper help join' and so on for the others.
 `
 
 func main() {
@@ -57,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return runService(ctx, rest, stdout, stderr)
+	case "config":
+		return cmdConfig(ctx, rest, stdout, stderr)
 	case "join":
 		return cmdJoin(ctx, rest, stdout, stderr)
 	case "list":
@@ -72,31 +76,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "sniper: unknown command %q\n\n%s", cmd, usage)
 	return 2
-}
-
-// parseFlags parses args, then fills every flag not given on the command
-// line from SNIPER_<NAME> in the environment.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] {
-			return
-		}
-		if v, ok := os.LookupEnv(envName(f.Name)); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
 }
 
 func envName(flagName string) string {

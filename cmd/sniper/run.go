@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,28 +17,73 @@ import (
 	"sniper/xmppclient"
 )
 
+// runOptions are the settings of `sniper run`, one per flag.
+type runOptions struct {
+	dataDir, natsURL, natsListen, fsync, httpAddr, httpToken string
+	replicas                                                 int
+	ackWait                                                  time.Duration
+	logLevel, logFormat                                      string
+
+	xmppAddr, xmppJID, xmppPassword, auctionDomain, xmppTLS string
+
+	config string // the config file the others were read from, if any
+}
+
+// runFlags declares the flags of `sniper run` on fs: the one place they
+// are defined, shared by `sniper run` and `sniper config`. Every flag is
+// also read from SNIPER_<NAME> and, but --config, from the config file.
+// A flag whose name contains "password" or "token" is a secret (isSecret):
+// `sniper config` masks it.
+func runFlags(fs *flag.FlagSet) *runOptions {
+	o := &runOptions{}
+	fs.StringVar(&o.dataDir, "data-dir", "./sniper-data", "where the embedded NATS server keeps the event log")
+	fs.StringVar(&o.natsURL, "nats-url", "", "use this NATS server or cluster (e.g. nats://a:4222,nats://b:4222) instead of the embedded one")
+	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server's client port, for the nats CLI")
+	fs.StringVar(&o.fsync, "fsync", "always", "embedded store: 'always' fsyncs every write; a duration (e.g. 1s) flushes at that interval, faster but an acknowledged write can be lost on power failure")
+	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "address of the web UI and JSON API; anything but a loopback address needs --http-token")
+	fs.StringVar(&o.httpToken, "http-token", "", "token every API call must carry (Authorization: Bearer) and the page asks for once; required when --http is not loopback")
+	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the SNIPER stream (3 on a NATS cluster)")
+	fs.DurationVar(&o.ackWait, "ack-wait", jetstream.DefaultAckWait, "after a crash, how soon an input or outgoing message the dead process held is handed out again")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
+
+	fs.StringVar(&o.xmppAddr, "xmpp-addr", "", "the auction house's XMPP server, host:port, dialled directly (no SRV lookup); without it, an embedded demo auction house with simulated bidders")
+	fs.StringVar(&o.xmppJID, "xmpp-jid", "sniper@localhost/Auction", "the sniper's XMPP account; the resource is bound exactly")
+	fs.StringVar(&o.xmppPassword, "xmpp-password", "", "password of --xmpp-jid (prefer the environment, SNIPER_XMPP_PASSWORD, or a config file only you can read)")
+	fs.StringVar(&o.auctionDomain, "auction-domain", "", "domain of the auction JIDs auction-<item>@<domain>/Auction (default: the domain of --xmpp-jid)")
+	fs.StringVar(&o.xmppTLS, "xmpp-tls", "require", "require (STARTTLS, verified certificate), skip-verify (self-signed servers) or off (plaintext)")
+
+	fs.StringVar(&o.config, configFlag, "", "read the settings not given as flags or in the environment from this TOML `FILE`; its keys are the flag names, e.g. data-dir = \"/var/lib/sniper\"")
+	return o
+}
+
+// check validates the settings runService interprets after parsing, for
+// `sniper config`: the flag whose value is wrong and why.
+func (o *runOptions) check() (flagName string, err error) {
+	if _, err := parseFsync(o.fsync); err != nil {
+		return "fsync", err
+	}
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return "log-level", fmt.Errorf("--log-level: %w", err)
+	}
+	if _, err := newLogger(io.Discard, "info", o.logFormat); err != nil {
+		return "log-format", err
+	}
+	if o.xmppAddr != "" {
+		if _, err := xmppclient.ParseTLSMode(o.xmppTLS); err != nil {
+			return "xmpp-tls", fmt.Errorf("--xmpp-tls: %w", err)
+		}
+	}
+	return "", nil
+}
+
 func runService(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sniper run", flag.ContinueOnError)
 	// Usage goes to stdout when asked for (--help), to stderr with an error.
 	var usageOut bytes.Buffer
 	fs.SetOutput(&usageOut)
-	var (
-		dataDir    = fs.String("data-dir", "./sniper-data", "where the embedded NATS server keeps the event log")
-		natsURL    = fs.String("nats-url", "", "use this NATS server or cluster (e.g. nats://a:4222,nats://b:4222) instead of the embedded one")
-		natsListen = fs.String("nats-listen", "127.0.0.1:4222", "address of the embedded NATS server's client port, for the nats CLI")
-		fsync      = fs.String("fsync", "always", "embedded store: 'always' fsyncs every write; a duration (e.g. 1s) flushes at that interval, faster but an acknowledged write can be lost on power failure")
-		httpAddr   = fs.String("http", "127.0.0.1:8080", "address of the web UI and JSON API")
-		replicas   = fs.Int("replicas", 1, "replicas of the SNIPER stream (3 on a NATS cluster)")
-		ackWait    = fs.Duration("ack-wait", jetstream.DefaultAckWait, "after a crash, how soon an input or outgoing message the dead process held is handed out again")
-		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
-		logFormat  = fs.String("log-format", "text", "text or json")
-
-		xmppAddr      = fs.String("xmpp-addr", "", "the auction house's XMPP server, host:port, dialled directly (no SRV lookup); without it, an embedded demo auction house with simulated bidders")
-		xmppJID       = fs.String("xmpp-jid", "sniper@localhost/Auction", "the sniper's XMPP account; the resource is bound exactly")
-		xmppPassword  = fs.String("xmpp-password", "", "password of --xmpp-jid (prefer the environment: SNIPER_XMPP_PASSWORD)")
-		auctionDomain = fs.String("auction-domain", "", "domain of the auction JIDs auction-<item>@<domain>/Auction (default: the domain of --xmpp-jid)")
-		xmppTLS       = fs.String("xmpp-tls", "require", "require (STARTTLS, verified certificate), skip-verify (self-signed servers) or off (plaintext)")
-	)
+	o := runFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: sniper run [flags]
 
@@ -46,7 +92,13 @@ Starts the sniper: the event log (an embedded NATS server storing under
 HTTP API on --http. With --xmpp-addr it joins auctions on that XMPP server as
 --xmpp-jid. SIGINT or SIGTERM stops it cleanly.
 
-Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
+Each flag is also read from SNIPER_<NAME> (e.g. SNIPER_DATA_DIR) and from
+the TOML file --config FILE (e.g. data-dir = "/var/lib/sniper"): a flag beats
+the environment, which beats the file, which beats the default. 'sniper
+config' shows what a command line would run with and where each value comes
+from.
+
+Flags:
 `)
 		printFlags(fs.Output(), fs)
 	}
@@ -56,15 +108,15 @@ Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 			return 0
 		}
 		_, _ = stderr.Write(usageOut.Bytes())
-		fmt.Fprintf(stderr, "sniper run: %v\n", err)
+		printErr(stderr, "sniper run", err)
 		return 2
 	}
-	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	logger, err := newLogger(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "sniper run: %v\n", err)
 		return 2
 	}
-	interval, err := parseFsync(*fsync)
+	interval, err := parseFsync(o.fsync)
 	if err != nil {
 		fmt.Fprintf(stderr, "sniper run: %v\n", err)
 		return 2
@@ -75,24 +127,25 @@ Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 		return 2
 	}
 	cfg := app.Config{
-		DataDir: *dataDir, NATSURL: *natsURL, NATSListen: *natsListen, Fsync: interval,
-		HTTPAddr: *httpAddr, Replicas: *replicas, AckWait: *ackWait, Logger: logger, Fault: fault, AuctionDomain: *auctionDomain,
+		DataDir: o.dataDir, NATSURL: o.natsURL, NATSListen: o.natsListen, Fsync: interval,
+		HTTPAddr: o.httpAddr, HTTPToken: o.httpToken, Replicas: o.replicas, AckWait: o.ackWait, Logger: logger, Fault: fault, AuctionDomain: o.auctionDomain,
 	}
 	var demo *demoHouse // the embedded auction house, without --xmpp-addr
-	if *xmppAddr != "" {
-		mode, err := xmppclient.ParseTLSMode(*xmppTLS)
+	if o.xmppAddr != "" {
+		mode, err := xmppclient.ParseTLSMode(o.xmppTLS)
 		if err != nil {
 			fmt.Fprintf(stderr, "sniper run: --xmpp-tls: %v\n", err)
 			return 2
 		}
-		cfg.XMPP = &xmppclient.Config{Addr: *xmppAddr, JID: *xmppJID, Password: *xmppPassword, TLS: mode}
+		cfg.XMPP = &xmppclient.Config{Addr: o.xmppAddr, JID: o.xmppJID, Password: o.xmppPassword, TLS: mode}
 	} else {
 		var code int
-		if demo, code = startDemo(ctx, logger, stderr, *xmppJID, *auctionDomain); demo == nil {
+		if demo, code = startDemo(ctx, logger, stderr, o.xmppJID, o.auctionDomain); demo == nil {
 			return code
 		}
 		defer demo.Close() // after a.Stop below: deferred calls run last
 		cfg.XMPP = demo.XMPP
+		cfg.OpenItems = demo.OpenItems
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	a, err := app.Start(startCtx, cfg)
@@ -118,9 +171,12 @@ Flags (each also read from SNIPER_<NAME>, e.g. SNIPER_DATA_DIR):
 }
 
 // printFlags is flag.PrintDefaults with the --name spelling the docs use
-// and each flag's environment variable.
-func printFlags(w io.Writer, fs *flag.FlagSet) {
+// and each flag's environment variable; given names, only those flags.
+func printFlags(w io.Writer, fs *flag.FlagSet, only ...string) {
 	fs.VisitAll(func(f *flag.Flag) {
+		if len(only) > 0 && !slices.Contains(only, f.Name) {
+			return
+		}
 		typ, usage := flag.UnquoteUsage(f)
 		fmt.Fprintf(w, "  --%s", f.Name)
 		if typ != "" {
@@ -128,7 +184,7 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintf(w, "\n    \t%s", strings.ReplaceAll(usage, "\n", "\n    \t"))
 		switch {
-		case f.DefValue == "":
+		case f.DefValue == "", typ == "" && f.DefValue == "false":
 		case typ == "string":
 			fmt.Fprintf(w, " (default %q)", f.DefValue)
 		default:
