@@ -32,6 +32,7 @@ test: deps
 fuzz-short:
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeAuctionEvent -fuzztime=$(FUZZTIME) ./messages/
 	$(GO) test -run='^$$' -fuzz=FuzzDecodeInput -fuzztime=$(FUZZTIME) ./messages/
+	$(GO) test -run='^$$' -fuzz=FuzzJoinRequest -fuzztime=$(FUZZTIME) -fuzzminimizetime=20x ./api/
 
 fuzz:
 	$(MAKE) fuzz-short FUZZTIME=5m
