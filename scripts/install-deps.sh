@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the test suite runs for real, when it is missing:
 # Prosody (the XMPP server of the end-to-end tests), Chromium (the browser
-# tests), the nats CLI and staticcheck. Safe to run again: it skips what is there.
+# tests), tmux (the nats CLI guide test), the nats CLI and staticcheck. Safe to run again: it skips what is there.
 set -euo pipefail
 
 need_apt=()
 command -v prosody >/dev/null 2>&1 || need_apt+=(prosody)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} from Debian's packages"
   SUDO=""

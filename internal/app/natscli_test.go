@@ -5,14 +5,18 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"sniper/testkit"
 )
 
 // natsCLI finds the `nats` binary: on PATH, else in $(go env GOPATH)/bin.
@@ -133,4 +137,78 @@ func TestNATSCLIInspectsTheEmbeddedLog(t *testing.T) {
 
 	// The CLI's connections did the app no harm.
 	wantStatus(t, get(t, a, "/api/snipers/"+item), http.StatusOK)
+}
+
+// TestNATSCLIGuide runs the rest of the README's inspection guide: the
+// consumer report, a live feed of states, and stream view, which pages
+// interactively and so runs under tmux.
+func TestNATSCLIGuide(t *testing.T) {
+	cli := natsCLI(t)
+	tmux, err := exec.LookPath("tmux")
+	if err != nil {
+		t.Fatalf("tmux not installed (apt-get install -y tmux): %v", err)
+	}
+	a := startApp(t, t.TempDir())
+	url := a.NATSURL()
+	const item = "item-guide"
+	wantStatus(t, post(t, a, item, 1100), http.StatusCreated)
+
+	report := string(runNATS(t, cli, url, "consumer", "report", "SNIPER"))
+	for _, want := range []string{"supervisor", "sniper-" + item} {
+		if !strings.Contains(report, want) {
+			t.Fatalf("consumer report lacks %q:\n%s", want, report)
+		}
+	}
+
+	// nats sub as a live feed: it sees the snapshot of a stop made after it
+	// subscribed.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sub := exec.CommandContext(ctx, cli, "--server", url, "sub", "sniper.*.state.>", "--count", "1")
+	feed := &lockedBuffer{}
+	sub.Stdout, sub.Stderr = feed, feed
+	if err := sub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return strings.Contains(feed.String(), "Subscribing") },
+		"nats sub never said it subscribed: %s", feed)
+	wantStatus(t, do(t, http.MethodDelete, a.HTTPURL()+"/api/snipers/"+item, "", nil), http.StatusOK)
+	if err := sub.Wait(); err != nil {
+		t.Fatalf("nats sub: %v\n%s", err, feed.String())
+	}
+	if !strings.Contains(feed.String(), `"state":"Stopped"`) {
+		t.Fatalf("nats sub did not show the Stopped snapshot:\n%s", feed.String())
+	}
+
+	// stream view pages in a terminal: run it in a tmux pane and read it.
+	session := fmt.Sprintf("sniper-view-%d", time.Now().UnixNano())
+	cmdline := fmt.Sprintf("HOME=%s %s --server %s stream view SNIPER --subject 'sniper.%s.>'", t.TempDir(), cli, url, item)
+	if out, err := exec.Command(tmux, "new-session", "-d", "-s", session, "-x", "200", "-y", "50", cmdline).CombinedOutput(); err != nil {
+		t.Fatalf("tmux: %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command(tmux, "kill-session", "-t", session).Run() })
+	var screen string
+	testkit.Eventually(t, 15*time.Second, func() bool {
+		out, _ := exec.Command(tmux, "capture-pane", "-p", "-t", session).Output()
+		screen = string(out)
+		return strings.Contains(screen, "sniper."+item+".cmd.start") && strings.Contains(screen, `"stop_price":1100`)
+	}, "stream view never showed the start command; screen:\n%s", &screen)
+}
+
+// lockedBuffer collects a child process's output while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
