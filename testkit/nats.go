@@ -34,28 +34,7 @@ func StartNATS(t testing.TB) *NATS {
 // an earlier server: how tests restart the log.
 func StartNATSIn(t testing.TB, dir string) *NATS {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	srv, err := jetstream.StartEmbedded(ctx, jetstream.EmbeddedConfig{
-		DataDir: dir, Listen: "127.0.0.1:0", SyncInterval: time.Minute, Logger: Logger(t),
-	})
-	if err != nil {
-		t.Fatalf("start embedded nats: %v", err)
-	}
-	nc, err := srv.Connect("test")
-	if err != nil {
-		srv.Shutdown()
-		t.Fatalf("connect: %v", err)
-	}
-	log, err := jetstream.Open(ctx, nc, jetstream.StreamConfig{})
-	if err != nil {
-		nc.Close()
-		srv.Shutdown()
-		t.Fatalf("open log: %v", err)
-	}
-	n := &NATS{DataDir: dir, Server: srv, Conn: nc, Log: log, t: t}
-	t.Cleanup(n.Stop)
-	return n
+	return StartNATSOn(t, dir, "127.0.0.1:0")
 }
 
 // Stop closes the connection and shuts the server down; safe to call twice.

@@ -15,7 +15,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strconv"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"sniper/auctionhouse"
+	"sniper/internal/logging"
 	"sniper/messages"
 	"sniper/xmppclient"
 )
@@ -105,7 +105,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case *bidders < 0:
 		return usageErr(errors.New("--bidders must be >= 0"))
 	}
-	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	logger, err := logging.New(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return usageErr(err)
 	}
@@ -215,19 +215,4 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		}
 		fmt.Fprintf(w, "\n    \t[env %s]\n", envName(f.Name))
 	})
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch strings.ToLower(format) {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format must be text or json, got %q", format)
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"sniper/internal/app"
+	"sniper/internal/logging"
 	"sniper/jetstream"
 	"sniper/xmppclient"
 )
@@ -67,7 +68,7 @@ func (o *runOptions) check() (flagName string, err error) {
 	if err := lv.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return "log-level", fmt.Errorf("--log-level: %w", err)
 	}
-	if _, err := newLogger(io.Discard, "info", o.logFormat); err != nil {
+	if _, err := logging.New(io.Discard, "info", o.logFormat); err != nil {
 		return "log-format", err
 	}
 	if o.xmppAddr != "" {
@@ -111,7 +112,7 @@ Flags:
 		printErr(stderr, "sniper run", err)
 		return 2
 	}
-	logger, err := newLogger(stderr, o.logLevel, o.logFormat)
+	logger, err := logging.New(stderr, o.logLevel, o.logFormat)
 	if err != nil {
 		fmt.Fprintf(stderr, "sniper run: %v\n", err)
 		return 2
@@ -203,19 +204,4 @@ func parseFsync(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("--fsync must be 'always' or a positive duration, got %q", v)
 	}
 	return d, nil
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch strings.ToLower(format) {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format must be text or json, got %q", format)
 }
