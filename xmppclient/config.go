@@ -69,8 +69,10 @@ func (m *TLSMode) Set(s string) error {
 const (
 	DefaultDialTimeout  = 10 * time.Second
 	DefaultWriteTimeout = 10 * time.Second
-	DefaultMinBackoff   = 100 * time.Millisecond
-	DefaultMaxBackoff   = 10 * time.Second
+	// DefaultConfirmTimeout: see Config.ConfirmTimeout.
+	DefaultConfirmTimeout = 10 * time.Second
+	DefaultMinBackoff     = 100 * time.Millisecond
+	DefaultMaxBackoff     = 10 * time.Second
 )
 
 // Config says where and as whom to connect.
@@ -96,6 +98,12 @@ type Config struct {
 	// the session, since a timed-out TLS write leaves the stream unusable
 	// (default 10s).
 	WriteTimeout time.Duration
+	// ConfirmTimeout bounds the wait, after a Send's write, for the
+	// server's answer to the ping that follows the message (see
+	// Session.Send). A server that does not answer in time is taken for
+	// dead: the session is closed and Send fails with ErrClosed
+	// (default 10s).
+	ConfirmTimeout time.Duration
 
 	// MinBackoff and MaxBackoff bound Conn's redial delay, which doubles
 	// from MinBackoff up to MaxBackoff with jitter (defaults 100ms, 10s).

@@ -43,10 +43,12 @@ func (c *Conn) Connected() bool {
 	return c.sess != nil
 }
 
-// Send sends body to `to` on the live session. It returns an error
-// wrapping ErrNotConnected when there is none (the caller retries later),
-// or the session's send error, after which the message may or may not
-// have arrived: senders that need it there resend, at least once.
+// Send sends body to `to` on the live session and returns nil once the
+// server has processed it (see Session.Send). It returns an error
+// wrapping ErrNotConnected when there is no live session, or when the
+// session died during the send (the caller retries later), or another
+// error (ctx ended, say). After an error the message may or may not have
+// arrived: senders that need it there resend, at least once.
 func (c *Conn) Send(ctx context.Context, to jid.JID, body string) error {
 	c.mu.Lock()
 	s := c.sess

@@ -24,32 +24,56 @@ import (
 	"mellium.im/xmpp/stream"
 )
 
-const nsBind = "urn:ietf:params:xml:ns:xmpp-bind"
+const (
+	nsBind = "urn:ietf:params:xml:ns:xmpp-bind"
+	nsPing = "urn:xmpp:ping"
+)
 
 // closeTimeout bounds how long Close waits for the server to end its
 // side of the stream before dropping the connection.
 const closeTimeout = 2 * time.Second
 
-// Session is one negotiated client session. Incoming chat messages go to
-// the handler given to Dial, one at a time, on the session's own reading
-// goroutine: a handler that blocks holds up reading (which is how a
-// caller applies backpressure) and Close waits for it to return, so the
-// handler must not call Close (Send is fine).
-type Session struct {
-	xs           *xmpp.Session
-	raw          net.Conn // the TCP conn we dialled: deadlines go here
-	local        jid.JID
-	handler      func(from jid.JID, body string)
-	log          *slog.Logger
-	writeTimeout time.Duration
+// readAhead is how many received messages may wait for the handler while
+// the session goes on reading. Reading must not stop for a busy handler
+// while a Send waits for the server's answer to its ping (a handler that
+// itself calls Send would otherwise wait for an answer only it could
+// read); past readAhead waiting messages it does stop, which is the
+// handler's backpressure.
+const readAhead = 256
 
-	// sendSem serialises Sends so that the write deadline one of them sets
-	// is not moved by another; a channel so that waiting honours ctx.
+// Session is one negotiated client session. Incoming chat messages go to
+// the handler given to Dial, one at a time and in order, on the session's
+// own delivery goroutine. Reading goes on while the handler runs, up to
+// readAhead waiting messages; beyond that a handler that blocks holds up
+// reading (which is how a caller applies backpressure). Messages already
+// read when the session ends are still handed over, and Close waits for
+// that, so the handler must not call Close (Send is fine).
+type Session struct {
+	xs             *xmpp.Session
+	raw            net.Conn // the TCP conn we dialled: deadlines go here
+	local          jid.JID
+	server         jid.JID // our domain: pings go here and answer from here
+	handler        func(from jid.JID, body string)
+	log            *slog.Logger
+	writeTimeout   time.Duration
+	confirmTimeout time.Duration
+
+	// sendSem serialises Sends' writes so that the write deadline one of
+	// them sets is not moved by another; a channel so that waiting honours
+	// ctx. It is not held while a Send waits for its confirmation.
 	sendSem chan struct{}
+
+	// pending maps the id of each ping in flight to the channel closed
+	// when the server's answer arrives.
+	pendMu  sync.Mutex
+	pending map[string]chan struct{}
+
+	inbox chan inMessage // read, waiting for the handler; closed when reading ends
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed when Close starts
-	done      chan struct{} // closed when the reading goroutine has ended
+	readDone  chan struct{} // closed when reading has ended (err is set)
+	done      chan struct{} // closed when reading and handler calls have ended
 
 	mu  sync.Mutex
 	err error
@@ -145,15 +169,20 @@ func Dial(ctx context.Context, cfg Config, handler func(from jid.JID, body strin
 	_ = raw.SetDeadline(time.Time{})
 
 	s := &Session{
-		xs:           xs,
-		raw:          raw,
-		local:        local,
-		handler:      handler,
-		log:          cfg.logger().With("jid", local.String()),
-		writeTimeout: orDefault(cfg.WriteTimeout, DefaultWriteTimeout),
-		sendSem:      make(chan struct{}, 1),
-		closing:      make(chan struct{}),
-		done:         make(chan struct{}),
+		xs:             xs,
+		raw:            raw,
+		local:          local,
+		server:         local.Domain(),
+		handler:        handler,
+		log:            cfg.logger().With("jid", local.String()),
+		writeTimeout:   orDefault(cfg.WriteTimeout, DefaultWriteTimeout),
+		confirmTimeout: orDefault(cfg.ConfirmTimeout, DefaultConfirmTimeout),
+		sendSem:        make(chan struct{}, 1),
+		pending:        make(map[string]chan struct{}),
+		inbox:          make(chan inMessage, readAhead),
+		closing:        make(chan struct{}),
+		readDone:       make(chan struct{}),
+		done:           make(chan struct{}),
 	}
 	go s.serve()
 	return s, nil
@@ -188,50 +217,141 @@ func (s *Session) setErr(err error) {
 	}
 }
 
-// Send sends body to `to` as a chat message and flushes it. ctx bounds
-// the wait for other Sends; the write itself is bounded by
-// Config.WriteTimeout. A failed write ends the session, since the stream
-// may hold half a stanza: the message may or may not have been delivered.
+// Send sends body to `to` as a chat message and returns once the server
+// has processed it: right behind the message, in the same write, goes an
+// XEP-0199 ping to the server, and Send waits for the answer. A server
+// handles a stream's stanzas in order, so any answer to the ping (a
+// result, or an error from a server without ping support) proves that the
+// message was taken in, routed or bounced, and no longer depends on this
+// connection; a message merely written could still die in the socket
+// buffers if the process were killed.
+//
+// ctx bounds the wait for other Sends' writes and for the confirmation;
+// the write itself is bounded by Config.WriteTimeout and the confirmation
+// by Config.ConfirmTimeout. A failed write or a missing confirmation ends
+// the session, and the error wraps ErrClosed. After any error the message
+// may or may not have been delivered.
 func (s *Session) Send(ctx context.Context, to jid.JID, body string) error {
+	fail := func(err error) error { return fmt.Errorf("xmppclient: send to %s: %w", to, err) }
 	select {
 	case s.sendSem <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("xmppclient: send to %s: %w", to, ctx.Err())
+		return fail(ctx.Err())
 	case <-s.closing:
-		return fmt.Errorf("xmppclient: send to %s: %w", to, ErrClosed)
-	case <-s.done:
-		return fmt.Errorf("xmppclient: send to %s: %w", to, ErrClosed)
+		return fail(ErrClosed)
+	case <-s.readDone:
+		return fail(ErrClosed)
 	}
-	defer func() { <-s.sendSem }()
 	select {
 	case <-s.closing:
-		return fmt.Errorf("xmppclient: send to %s: %w", to, ErrClosed)
-	case <-s.done:
-		return fmt.Errorf("xmppclient: send to %s: %w", to, ErrClosed)
+		<-s.sendSem
+		return fail(ErrClosed)
+	case <-s.readDone:
+		<-s.sendSem
+		return fail(ErrClosed)
 	default:
 	}
+
+	id, err := randomID()
+	if err != nil {
+		<-s.sendSem
+		return fail(err)
+	}
+	// Registered before the write: the answer can beat the write's return.
+	confirmed := make(chan struct{})
+	s.pendMu.Lock()
+	s.pending[id] = confirmed
+	s.pendMu.Unlock()
 
 	msg := stanza.Message{To: to, Type: stanza.ChatMessage}.Wrap(
 		xmlstream.Wrap(xmlstream.Token(xml.CharData(body)), xml.StartElement{Name: xml.Name{Local: "body"}}),
 	)
-	_ = s.raw.SetWriteDeadline(time.Now().Add(s.writeTimeout))
-	// Background, not ctx: mellium sets the conn's write deadline in the
-	// past when a Send's ctx ends, which can kill a concurrent write; the
-	// deadline above bounds the time instead. xmpp.Session.Send flushes.
-	err := s.xs.Send(context.Background(), msg)
-	_ = s.raw.SetWriteDeadline(time.Time{})
+	ping := stanza.IQ{ID: id, To: s.server, Type: stanza.GetIQ}.Wrap(
+		xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: nsPing, Local: "ping"}}),
+	)
+	err = s.write(msg, ping)
+	<-s.sendSem
 	if err != nil {
-		err = fmt.Errorf("xmppclient: send to %s: %w", to, err)
-		s.setErr(err)
-		_ = s.raw.Close() // ends serve, which closes done
-		return err
+		s.forget(id)
+		s.abort(fail(err)) // the stream may hold half a stanza
+		return fail(fmt.Errorf("%w: %w", ErrClosed, err))
 	}
-	return nil
+
+	timer := time.NewTimer(s.confirmTimeout)
+	defer timer.Stop()
+	select {
+	case <-confirmed:
+		return nil
+	case <-s.readDone:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	// An answer that arrived meanwhile still counts.
+	select {
+	case <-confirmed:
+		return nil
+	default:
+	}
+	s.forget(id)
+	select {
+	case <-s.readDone:
+		return fail(fmt.Errorf("%w before the server confirmed the message: %w", ErrClosed, s.readErr()))
+	default:
+	}
+	if ctx.Err() != nil {
+		return fail(fmt.Errorf("waiting for the server to confirm the message: %w", ctx.Err()))
+	}
+	cause := fmt.Errorf("xmppclient: server did not answer a ping within %s", s.confirmTimeout)
+	s.abort(cause)
+	return fail(fmt.Errorf("%w: %w", ErrClosed, cause))
 }
 
-// Close ends the stream, waits for the server to end its side (briefly)
-// and for the reading goroutine, including a running handler call, to
-// return. It is safe to call more than once and concurrently.
+// write writes the stanzas and flushes them, all at once, within
+// WriteTimeout. The caller holds sendSem. No ctx goes to mellium: it sets
+// the conn's write deadline in the past when a write's ctx ends, which can
+// kill a concurrent write; the deadline bounds the time instead.
+func (s *Session) write(stanzas ...xml.TokenReader) error {
+	_ = s.raw.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	defer func() { _ = s.raw.SetWriteDeadline(time.Time{}) }()
+	w := s.xs.TokenWriter() // takes mellium's output lock until Close
+	var err error
+	for _, st := range stanzas {
+		if _, err = xmlstream.Copy(w, st); err != nil {
+			break
+		}
+	}
+	if cerr := w.Close(); err == nil { // flushes, releases the lock
+		err = cerr
+	}
+	return err
+}
+
+// forget drops a ping that will not be waited for.
+func (s *Session) forget(id string) {
+	s.pendMu.Lock()
+	delete(s.pending, id)
+	s.pendMu.Unlock()
+}
+
+// abort ends a session that can no longer be trusted, at once: no
+// polite close on a stream that may hold half a stanza or a server that
+// does not answer. Closing the conn ends serve, which closes done.
+func (s *Session) abort(err error) {
+	s.setErr(err)
+	_ = s.raw.Close()
+}
+
+// readErr is why reading ended; call it only after readDone is closed.
+func (s *Session) readErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close ends the stream, waits for the server to end its side (briefly),
+// meanwhile still taking in its answers to pings in flight, then for the
+// handler to have been given every message read. It is safe to call more
+// than once and concurrently.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
@@ -243,7 +363,7 @@ func (s *Session) Close() error {
 		t := time.NewTimer(closeTimeout)
 		defer t.Stop()
 		select {
-		case <-s.done:
+		case <-s.readDone:
 		case <-t.C:
 		}
 		_ = s.raw.Close()
@@ -253,16 +373,35 @@ func (s *Session) Close() error {
 }
 
 func (s *Session) serve() {
+	delivered := make(chan struct{})
+	go s.deliver(delivered)
 	err := s.xs.Serve(xmpp.HandlerFunc(s.handle))
 	if err == nil {
 		err = errors.New("stream closed by server")
 	}
 	s.setErr(fmt.Errorf("xmppclient: %w", err))
 	_ = s.raw.Close()
+	close(s.readDone)
+	close(s.inbox) // only this goroutine sends on it
+	<-delivered
 	close(s.done)
 }
 
+// deliver calls the handler for each message read, in order, until the
+// inbox is closed and empty.
+func (s *Session) deliver(delivered chan<- struct{}) {
+	defer close(delivered)
+	for m := range s.inbox {
+		s.handler(m.from, m.body)
+	}
+}
+
 type inMessage struct {
+	from jid.JID
+	body string
+}
+
+type wireMessage struct {
 	XMLName xml.Name
 	From    string `xml:"from,attr"`
 	Type    string `xml:"type,attr"`
@@ -270,10 +409,15 @@ type inMessage struct {
 }
 
 func (s *Session) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
-	if start.Name.Local != "message" {
+	switch start.Name.Local {
+	case "message":
+	case "iq":
+		s.handleIQ(start)
+		return nil
+	default:
 		return nil
 	}
-	var msg inMessage
+	var msg wireMessage
 	d := xml.NewTokenDecoder(xmlstream.MultiReader(xmlstream.Token(start.Copy()), t))
 	if err := d.Decode(&msg); err != nil {
 		// The stream is XML we cannot read: nothing after it can be trusted.
@@ -302,8 +446,50 @@ func (s *Session) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 			return nil
 		}
 	}
-	s.handler(from, msg.Body)
+	s.inbox <- inMessage{from: from, body: msg.Body}
 	return nil
+}
+
+// handleIQ confirms the Send whose ping this answers. mellium itself
+// answers IQ requests (get, set) with service-unavailable.
+func (s *Session) handleIQ(start *xml.StartElement) {
+	var id, typ, from string
+	for _, a := range start.Attr {
+		if a.Name.Space != "" {
+			continue
+		}
+		switch a.Name.Local {
+		case "id":
+			id = a.Value
+		case "type":
+			typ = a.Value
+		case "from":
+			from = a.Value
+		}
+	}
+	if typ != string(stanza.ResultIQ) && typ != string(stanza.ErrorIQ) {
+		return
+	}
+	s.pendMu.Lock()
+	confirmed, ok := s.pending[id]
+	s.pendMu.Unlock()
+	if !ok {
+		return
+	}
+	// The answer must come from the server the ping went to (mellium blanks
+	// a from equal to our bare JID; none at all also means the server).
+	if from != "" {
+		if f, err := jid.Parse(from); err != nil || !f.Equal(s.server) {
+			s.log.Warn("xmpp ping answer from the wrong address ignored", "from", from, "id", id)
+			return
+		}
+	}
+	s.forget(id)
+	if typ == string(stanza.ErrorIQ) {
+		// Still proof that everything before the ping was processed.
+		s.log.Debug("xmpp server answered ping with an error", "id", id)
+	}
+	close(confirmed)
 }
 
 // startTLS is mellium's STARTTLS, plus an explicit handshake so that any

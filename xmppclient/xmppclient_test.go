@@ -479,9 +479,11 @@ func (s *syncWriter) String() string {
 	return s.w.String()
 }
 
-// The handler runs on the session's reading goroutine; replying from it
-// must not deadlock (mellium takes the write lock only for writes made
-// through the handler's own encoder, which this package never uses).
+// Replying from the handler must not deadlock: Send waits for the
+// server's answer to its ping, which the session's reading goroutine takes
+// in while the handler (on the delivery goroutine) waits; and mellium
+// takes the write lock only for writes made through the handler's own
+// encoder, which this package never uses.
 func TestSendFromHandler(t *testing.T) {
 	t.Parallel()
 	p := testkit.StartProsody(t)

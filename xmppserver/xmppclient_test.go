@@ -225,3 +225,41 @@ func TestXMPPClientConnRun(t *testing.T) {
 		t.Error("still connected after server Close")
 	}
 }
+
+// xmppclient's Send returns only once the server has answered a ping sent
+// right behind the message; this server answers it with a result (an
+// error would do too, but means the ping went unrecognised).
+func TestXMPPClientSendConfirmedByPingResult(t *testing.T) {
+	srv := startServer(t, Config{})
+	srv.AddUser("sniper", "pw")
+	srv.AddUser("auction-item-9", "pw")
+	auction := mustDial(t, srv, "auction-item-9", "pw", "Auction", clientOpts{})
+
+	clientLog, lines := newLogRecorder(t)
+	cfg := sniperConfig(srv, "sniper@localhost/Auction", "pw")
+	cfg.Logger = clientLog
+	cfg.ConfirmTimeout = 5 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := xmppclient.Dial(ctx, cfg, nil)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	defer s.Close()
+	const n = 20
+	for i := range n {
+		if err := s.Send(ctx, auction.jid, fmt.Sprint("BID ", i)); err != nil {
+			t.Fatalf("Send %d: %v", i, err)
+		}
+	}
+	for i := range n {
+		if m := auction.recv(); m.Body != fmt.Sprint("BID ", i) {
+			t.Fatalf("auction got %+v, want BID %d", m, i)
+		}
+	}
+	for _, l := range lines() {
+		if strings.Contains(l, "answered ping with an error") {
+			t.Errorf("ping not answered with a result: %s", l)
+		}
+	}
+}
