@@ -41,9 +41,13 @@ func TestSniperMakesAHigherBidButLoses(t *testing.T) {
 	app.StartBiddingIn(auction)
 	auction.HasReceivedJoinRequestFrom(app.SniperJID())
 
+	if n := app.Metric("sniper_bids_sent_total"); n != 0 {
+		t.Fatalf("bids sent before any bid: %v", n)
+	}
 	auction.ReportPrice(1000, 98, "other bidder")
 	app.HasShownSniperIsBidding(auction, 1000, 1098)
 	auction.HasReceivedBid(1098, app.SniperJID())
+	app.WaitMetric("sniper_bids_sent_total", 1)
 
 	auction.AnnounceClosed()
 	app.HasShownSniperHasLostAuction(auction, 1000, 1098)

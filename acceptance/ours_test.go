@@ -75,6 +75,11 @@ func TestMessagesFromAnyoneButTheAuctionChangeNothing(t *testing.T) {
 	auction.HasReceivedJoinRequestFrom(app.SniperJID())
 	auction.ReportPrice(1000, 98, "other bidder")
 	app.HasShownSniperIsBidding(auction, 1000, 1098)
+	// The bid's out.sent record lands just after the auction has the BID:
+	// wait for it, so the count below holds only what the spoofs could add.
+	auction.HasReceivedBid(1098, app.SniperJID())
+	testkit.Eventually(t, testkit.WaitTimeout, func() bool { return app.EventsOfType(item1, "sent") == 2 },
+		"the JOIN and BID were never recorded as sent")
 	eventsBefore := len(app.Events(item1))
 
 	mallory := testkit.NewXMPPUser(t, p, "mallory")
