@@ -48,7 +48,7 @@ func (a *App) Readiness(ctx context.Context) (bool, []Check) {
 	checks = append(checks, c)
 
 	c = Check{Name: "log_writes", OK: true}
-	if err, since := a.writes.failing(); err != nil {
+	if since, err := a.writes.failing(); err != nil {
 		c.OK = false
 		c.Error = fmt.Sprintf("the log refuses writes since %s: %v", since.UTC().Format(time.RFC3339), err)
 	}
@@ -124,10 +124,12 @@ func (w *writeHealth) WriteSucceeded() {
 	}
 }
 
-func (w *writeHealth) failing() (error, time.Time) {
+// failing returns since when writes fail and the last error (nil: they
+// do not).
+func (w *writeHealth) failing() (time.Time, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.err, w.since
+	return w.since, w.err
 }
 
 // statusWatch recomputes readiness whenever a dependency reports a change
