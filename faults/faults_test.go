@@ -106,7 +106,9 @@ func TestKillSuite(t *testing.T) {
 	for i := range items {
 		items[i] = fmt.Sprintf("item-%d", i+1)
 	}
-	steps := script(items, envInt("SNIPER_FAULT_PRICES", 6))
+	// About two auction messages per kill keeps the script going until the
+	// kill budget is spent.
+	steps := script(items, envInt("SNIPER_FAULT_PRICES", max(6, 2*kills/len(items)+1)))
 	seed := uint64(envInt("SNIPER_FAULT_SEED", int(time.Now().UnixNano()%1e9)))
 	t.Logf("kill suite: %d kills, %d items, %d auction messages, seed %d (SNIPER_FAULT_SEED)", kills, len(items), len(steps), seed)
 
