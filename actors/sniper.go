@@ -70,6 +70,9 @@ func (d Deps) writeSucceeded() {
 // DecisionObserver learns about every decision, for metrics.
 type DecisionObserver interface {
 	Decided(input string, before, after auction.State, took time.Duration)
+	// Committed reports how long writing one decision to the log took and
+	// how many messages it held (1: a plain publish, more: an atomic batch).
+	Committed(messages int, took time.Duration)
 	Restarted(item string)
 }
 
@@ -325,11 +328,15 @@ func (s *sniper) decide(ctx context.Context, seq uint64, msg natsjs.Msg) error {
 		return err
 	}
 	next := messages.NewSnapshot(after, seq)
+	commitStart := time.Now()
 	snapSeq, err := s.deps.Log.Commit(ctx, jetstream.Decision{
 		Item: s.item, Fence: s.fence, InputSeq: seq, Snapshot: next, Outputs: outgoing,
 	})
 	if err != nil {
 		return err
+	}
+	if s.deps.Metrics != nil {
+		s.deps.Metrics.Committed(1+len(outgoing), time.Since(commitStart))
 	}
 	s.deps.writeSucceeded()
 	s.snap, s.fence = next, snapSeq

@@ -22,6 +22,7 @@ type Metrics struct {
 	inputsDecided   *prometheus.CounterVec
 	decisions       *prometheus.CounterVec
 	decisionSeconds prometheus.Histogram
+	commitSeconds   *prometheus.HistogramVec
 	bidsSent        prometheus.Counter
 	dropped         prometheus.Counter
 	malformed       prometheus.Counter
@@ -44,6 +45,10 @@ func New() *Metrics {
 			Name: "sniper_decision_duration_seconds", Help: "Time to decide an input and commit the decision to the log.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		commitSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sniper_commit_duration_seconds", Help: "Time to write one decision to the log, by how: a single fenced publish or an atomic batch.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"kind"}),
 		bidsSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sniper_bids_sent_total", Help: "BID messages written to the auction house.",
 		}),
@@ -63,7 +68,7 @@ func New() *Metrics {
 			Name: "sniper_actor_restarts_total", Help: "Sniper actors restarted by the supervisor after a failure.",
 		}),
 	}
-	m.Registry.MustRegister(m.inputsDecided, m.decisions, m.decisionSeconds, m.bidsSent, m.dropped,
+	m.Registry.MustRegister(m.inputsDecided, m.decisions, m.decisionSeconds, m.commitSeconds, m.bidsSent, m.dropped,
 		m.malformed, m.xmppConnected, m.xmppReconnects, m.actorRestarts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -79,6 +84,15 @@ func (m *Metrics) Decided(input string, _, after auction.State, took time.Durati
 	m.inputsDecided.WithLabelValues(input).Inc()
 	m.decisions.WithLabelValues(string(after)).Inc()
 	m.decisionSeconds.Observe(took.Seconds())
+}
+
+// Committed records the time to write one decision to the log.
+func (m *Metrics) Committed(messages int, took time.Duration) {
+	kind := "publish"
+	if messages > 1 {
+		kind = "batch"
+	}
+	m.commitSeconds.WithLabelValues(kind).Observe(took.Seconds())
 }
 
 // Restarted records a sniper actor restart.
