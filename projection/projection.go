@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	natsjs "github.com/nats-io/nats.go/jetstream"
 
@@ -58,7 +59,9 @@ func Start(ctx context.Context, log *jetstream.Log, logger *slog.Logger) (*View,
 	if err != nil {
 		return nil, fmt.Errorf("projection: follow snapshots: %w", err)
 	}
-	v.consume, err = cons.Consume(v.apply)
+	// Short pulls with heartbeats: when the server holding this reader
+	// dies, the ordered consumer notices in seconds and recreates itself.
+	v.consume, err = cons.Consume(v.apply, natsjs.PullExpiry(10*time.Second), natsjs.PullHeartbeat(2*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("projection: follow snapshots: %w", err)
 	}
