@@ -131,10 +131,23 @@ func (l *Log) Append(ctx context.Context, subject string, payload any, opts ...A
 		pubOpts = append(pubOpts, jetstream.WithExpectLastSequencePerSubject(0))
 	}
 	ack, err := l.js.Publish(ctx, subject, data, pubOpts...)
-	if err != nil {
-		if o.firstOfSub && isWrongLastSequence(err) {
+	for attempt := 1; err != nil && o.firstOfSub && isWrongLastSequence(err); attempt++ {
+		// On a replicated stream 10164 also means "another write to this
+		// subject is in flight", which may yet fail: only a stored message
+		// makes this one a duplicate.
+		exists, herr := l.Has(ctx, subject)
+		if herr != nil {
+			return 0, fmt.Errorf("append %s: %w", subject, herr)
+		}
+		if exists {
 			return 0, fmt.Errorf("append %s: %w", subject, ErrExists)
 		}
+		if attempt == 3 {
+			break
+		}
+		ack, err = l.js.Publish(ctx, subject, data, pubOpts...)
+	}
+	if err != nil {
 		if isFull(err) {
 			return 0, fmt.Errorf("append %s: %w: %w", subject, ErrFull, err)
 		}
