@@ -181,18 +181,25 @@ func TestNATSCLIGuide(t *testing.T) {
 	}
 
 	// stream view pages in a terminal: run it in a tmux pane and read it.
+	// The pane must outlive the command (which may end once it has shown
+	// everything), or there is no screen left to read: hence the sleep.
 	session := fmt.Sprintf("sniper-view-%d", time.Now().UnixNano())
-	cmdline := fmt.Sprintf("HOME=%s %s --server %s stream view SNIPER --subject 'sniper.%s.>'", t.TempDir(), cli, url, item)
+	cmdline := fmt.Sprintf("HOME=%s %s --server %s stream view SNIPER --subject 'sniper.%s.>' 2>&1; sleep 30", t.TempDir(), cli, url, item)
 	if out, err := exec.Command(tmux, "new-session", "-d", "-s", session, "-x", "200", "-y", "50", cmdline).CombinedOutput(); err != nil {
 		t.Fatalf("tmux: %v %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command(tmux, "kill-session", "-t", session).Run() })
-	var screen string
-	testkit.Eventually(t, 15*time.Second, func() bool {
+	screen := func() string {
 		out, _ := exec.Command(tmux, "capture-pane", "-p", "-t", session).Output()
-		screen = string(out)
-		return strings.Contains(screen, "sniper."+item+".cmd.start") && strings.Contains(screen, `"stop_price":1100`)
-	}, "stream view never showed the start command; screen:\n%s", &screen)
+		return string(out)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for s := screen(); !strings.Contains(s, "sniper."+item+".cmd.start") || !strings.Contains(s, `"stop_price":1100`); s = screen() {
+		if time.Now().After(deadline) {
+			t.Fatalf("stream view never showed the start command; screen:\n%s", s)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a terminal: nothing to wait on
+	}
 }
 
 // lockedBuffer collects a child process's output while the test reads it.
