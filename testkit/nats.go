@@ -3,6 +3,7 @@ package testkit
 import (
 	"context"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -71,16 +72,29 @@ func (w *tWriter) Write(p []byte) (int, error) {
 }
 
 // Eventually polls cond until it returns true or the deadline passes, then
-// fails the test with msg. It is the only way tests wait.
+// fails the test with msg. It is the only way tests wait. Pass a pointer
+// among args to report a variable's value at the deadline, not when the
+// call was made.
 func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s: "+msg, append([]any{timeout}, args...)...)
+			t.Fatalf("timed out after %s: "+msg, append([]any{timeout}, deref(args)...)...)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func deref(args []any) []any {
+	out := make([]any, len(args))
+	for i, a := range args {
+		if v := reflect.ValueOf(a); v.Kind() == reflect.Pointer && !v.IsNil() {
+			a = v.Elem().Interface()
+		}
+		out[i] = a
+	}
+	return out
 }
 
 // StartNATSOn is StartNATSIn with the client listener on listen (host:port):
