@@ -48,6 +48,7 @@ clean:
 # The long kill suite: the real binary SIGKILLed FAULT_KILLS times at random
 # moments and at fault points, checked against an uninterrupted run.
 faults: deps
+	SNIPER_CLUSTER_CRASH=1 $(GO) test -count=1 -run TestSniperSurvivesTheLossOfTheStreamLeader -v ./acceptance/ | grep -E '^(---|ok|FAIL|PASS)|cluster_test.go'
 	SNIPER_FAULT_KILLS=$(FAULT_KILLS) $(GO) test -count=1 -timeout 90m -run TestKillSuite -v ./faults/ | grep -E 'kill suite|^(---|ok|FAIL|PASS)|_test.go'
 
 

@@ -35,12 +35,7 @@ type onceReport struct {
 // decision.
 func checkExactlyOnce(t *testing.T, l *jetstream.Log, item string) onceReport {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	recs, err := l.History(ctx, item)
-	if err != nil {
-		t.Fatalf("history of %s: %v", item, err)
-	}
+	recs := history(t, l, item)
 	var rep onceReport
 	inputs := map[uint64]string{}
 	var inputOrder []uint64
@@ -157,12 +152,7 @@ func waitAllDecided(t *testing.T, l *jetstream.Log, item string) {
 // countSubject counts the messages of item's history on kind.typ.
 func countSubject(t *testing.T, l *jetstream.Log, item, kind, typ string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	recs, err := l.History(ctx, item)
-	if err != nil {
-		t.Fatalf("history of %s: %v", item, err)
-	}
+	recs := history(t, l, item)
 	n := 0
 	for _, r := range recs {
 		if r.Subject == messages.Subject(item, kind, typ) {
@@ -485,4 +475,20 @@ func (l lazy) String() string { return fmt.Sprint(l()) }
 
 func fmtDur(d time.Duration) string {
 	return fmt.Sprintf("%.0fms", float64(d)/float64(time.Millisecond))
+}
+
+// history reads item's messages from the log, retrying for a while: right
+// after a cluster fail-over a read can time out once while the client and
+// the ordered consumer behind it find the new leaders.
+func history(t *testing.T, l *jetstream.Log, item string) []jetstream.Record {
+	t.Helper()
+	var recs []jetstream.Record
+	var err error
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		recs, err = l.History(ctx, item)
+		return err == nil
+	}, "history of %s: %v", item, &err)
+	return recs
 }

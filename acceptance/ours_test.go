@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"sniper/internal/app"
 	"sniper/testkit"
 )
 
@@ -100,4 +101,32 @@ func TestMessagesFromAnyoneButTheAuctionChangeNothing(t *testing.T) {
 	// The real auction still moves it.
 	auction.AnnounceClosed()
 	app.HasShownSniperHasLostAuction(auction, 1000, 1098)
+}
+
+// An auction whose account is offline bounces the sniper's JOIN. The
+// bridge retries it for a while (an auction house restarting), then gives
+// up and says so in the history, so that one dead auction does not hold
+// every other auction's bids (requests go out one at a time, in order).
+func TestAnOfflineAuctionDoesNotHoldUpTheOthers(t *testing.T) {
+	p := testkit.StartProsody(t)
+	online := testkit.NewFakeAuctionServer(t, p, item1)
+	if err := p.Register("auction-"+item2, testkit.AuctionPassword); err != nil {
+		t.Fatal(err) // an account that never logs in
+	}
+	app := testkit.StartApplication(t, p, t.TempDir(), func(c *app.Config) { c.UndeliverableFor = time.Second })
+
+	status, body := app.Do("POST", "/api/snipers", `{"item":"`+item2+`","stop_price":1000}`)
+	if status != 201 {
+		t.Fatalf("join %s: %d %s", item2, status, body)
+	}
+	app.StartBiddingIn(online)
+	online.HasReceivedJoinRequestFrom(app.SniperJID())
+	testkit.Eventually(t, testkit.WaitTimeout, func() bool { return app.EventsOfType(item2, "undelivered") == 1 },
+		"the bounced JOIN of %s was never given up on", item2)
+	if n := app.EventsOfType(item2, "sent"); n != 0 {
+		t.Fatalf("a bounced JOIN was recorded as sent %d times", n)
+	}
+	// Bidding on the live auction goes on.
+	online.ReportPrice(1000, 98, "other bidder")
+	online.HasReceivedBid(1098, app.SniperJID())
 }

@@ -18,6 +18,7 @@ import (
 
 	"sniper/jetstream"
 	"sniper/messages"
+	"sniper/xmppclient"
 )
 
 // Chat is the XMPP session the bridges use: xmppclient.Conn in production.
@@ -304,6 +305,9 @@ func (o *Outbound) run(ctx context.Context, cons natsjs.Consumer) {
 			o.log.Error("sent, but the log did not take the record of it; acking so as not to resend", "item", item, "error", err)
 			err = nil
 		}
+		if err != nil && errors.Is(err, xmppclient.ErrUndelivered) && o.giveUp(msg, item, body, err) {
+			err = nil
+		}
 		if err != nil {
 			if !failing {
 				o.log.Warn("cannot send to the auction house; will retry", "item", item, "error", err)
@@ -366,6 +370,37 @@ func (o *Outbound) send(ctx context.Context, msg natsjs.Msg, item, body string) 
 		return true, fmt.Errorf("record that %s was sent: %w", msg.Subject(), err)
 	}
 	return true, nil
+}
+
+// DefaultUndeliverableFor is how long the bridge retries a request the
+// XMPP server bounces (the auction's account is offline: an auction house
+// restarting) before it gives up on it. Requests go out one at a time, in
+// log order, so one auction that never comes back must not hold every
+// other auction's bids for longer than this.
+const DefaultUndeliverableFor = 30 * time.Second
+
+// giveUp reports whether a bounced request is old enough to abandon, and
+// if so records why in the log, for the auction's history.
+func (o *Outbound) giveUp(msg natsjs.Msg, item, body string, cause error) bool {
+	meta, err := msg.Metadata()
+	limit := o.deps.UndeliverableFor
+	if limit == 0 {
+		limit = DefaultUndeliverableFor
+	}
+	if err != nil || time.Since(meta.Timestamp) < limit {
+		return false
+	}
+	o.log.Error("the auction house does not take this request; giving up on it", "item", item, "body", body,
+		"decided", meta.Timestamp, "error", cause)
+	rec := messages.UndeliveredEvent{Type: messages.TypeUndelivered, Item: item, OutSeq: meta.Sequence.Stream, Body: body, Reason: cause.Error()}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	subject := messages.Subject(item, messages.KindOut, messages.TypeUndelivered)
+	id := item + "/undelivered/" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	if _, err := o.deps.Log.Append(ctx, subject, rec, jetstream.WithMsgID(id)); err != nil {
+		o.log.Warn("cannot record the undelivered request", "item", item, "error", err)
+	}
+	return true
 }
 
 func (o *Outbound) render(msg natsjs.Msg) (item, body string, err error) {

@@ -42,6 +42,9 @@ type Deps struct {
 	// decision, an auction event); nil is allowed. It is how readiness
 	// learns that the log refuses writes (full, unreachable).
 	Writes WriteObserver
+	// UndeliverableFor bounds how long the outbound bridge retries a
+	// request the XMPP server bounces (0: DefaultUndeliverableFor).
+	UndeliverableFor time.Duration
 
 	// Set by StartSystem: ends when the system stops (the snipers' feeds
 	// stop pulling and finish what they hold), and counts those feeds.

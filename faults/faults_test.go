@@ -3,6 +3,7 @@ package faults
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"sniper/testkit"
+	"sniper/xmppclient"
 )
 
 // A step is one message the auction house sends.
@@ -269,10 +271,14 @@ func play(t *testing.T, p *testkit.Prosody, name string, items []string, steps [
 				if st.sniper {
 					bidder = sniperJID
 				}
-				if st.close {
-					a.SendTo(sniperJID, testkit.SOLClose)
-				} else {
-					a.SendTo(sniperJID, testkit.SOLPrice(st.price, st.inc, bidder))
+				body := testkit.SOLClose
+				if !st.close {
+					body = testkit.SOLPrice(st.price, st.inc, bidder)
+				}
+				// A bounce (the sniper is down) is the auction house's to
+				// retry: the loop sends again while the log lacks it.
+				if err := a.TrySendTo(sniperJID, body); err != nil && !errors.Is(err, xmppclient.ErrUndelivered) {
+					t.Fatalf("auction send: %v", err)
 				}
 				sent, lastSend = true, time.Now()
 			}

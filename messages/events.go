@@ -25,6 +25,8 @@ const (
 	TypeBid       = "bid"
 	TypeSnapshot  = "snapshot"
 	TypeSent      = "sent"
+	// TypeUndelivered records a request the auction house never took.
+	TypeUndelivered = "undelivered"
 )
 
 // Subject kinds: the third token of a subject says who wrote it and who
@@ -132,6 +134,16 @@ type SentEvent struct {
 	Item   string `json:"item"`
 	OutSeq uint64 `json:"out_seq"`
 	Body   string `json:"body"`
+}
+
+// UndeliveredEvent records that the request at OutSeq was given up: the
+// XMPP server kept bouncing it (the auction's account was offline).
+type UndeliveredEvent struct {
+	Type   string `json:"type"`
+	Item   string `json:"item"`
+	OutSeq uint64 `json:"out_seq"`
+	Body   string `json:"body"`
+	Reason string `json:"reason"`
 }
 
 // SnapshotEvent is the sniper's state after deciding the input at

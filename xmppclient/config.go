@@ -25,6 +25,11 @@ var (
 	ErrClosed = errors.New("xmpp session closed")
 	// ErrNotConnected: Conn has no live session right now; retry later.
 	ErrNotConnected = errors.New("xmpp not connected")
+	// ErrUndelivered: the server processed the message but could not
+	// deliver it and bounced it (e.g. service-unavailable: the recipient
+	// is offline and nothing is stored offline). The message is not
+	// delivered; the session is unaffected. Retry later.
+	ErrUndelivered = errors.New("xmpp message not delivered")
 )
 
 // TLSMode says how a session secures its stream.

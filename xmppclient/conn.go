@@ -46,9 +46,12 @@ func (c *Conn) Connected() bool {
 // Send sends body to `to` on the live session and returns nil once the
 // server has processed it (see Session.Send). It returns an error
 // wrapping ErrNotConnected when there is no live session, or when the
-// session died during the send (the caller retries later), or another
-// error (ctx ended, say). After an error the message may or may not have
-// arrived: senders that need it there resend, at least once.
+// session died during the send (the caller retries later); one wrapping
+// ErrUndelivered, as Session.Send returned it, when the server bounced the
+// message (the session stays up; the caller retries later too); or
+// another error (ctx ended, say). After an error the message may or may
+// not have arrived (after ErrUndelivered it has not): senders that need
+// it there resend, at least once.
 func (c *Conn) Send(ctx context.Context, to jid.JID, body string) error {
 	c.mu.Lock()
 	s := c.sess

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -27,6 +28,13 @@ import (
 const (
 	nsBind = "urn:ietf:params:xml:ns:xmpp-bind"
 	nsPing = "urn:xmpp:ping"
+)
+
+// A Send's message and ping carry ids made of one random key and these
+// prefixes, so that an answer to either finds the Send (see pendingSend).
+const (
+	msgIDPrefix  = "m"
+	pingIDPrefix = "p"
 )
 
 // closeTimeout bounds how long Close waits for the server to end its
@@ -63,10 +71,10 @@ type Session struct {
 	// ctx. It is not held while a Send waits for its confirmation.
 	sendSem chan struct{}
 
-	// pending maps the id of each ping in flight to the channel closed
-	// when the server's answer arrives.
+	// pending maps the key of each Send waiting for its ping's answer
+	// (the random part of its message's and ping's ids) to its state.
 	pendMu  sync.Mutex
-	pending map[string]chan struct{}
+	pending map[string]*pendingSend
 
 	inbox chan inMessage // read, waiting for the handler; closed when reading ends
 
@@ -178,7 +186,7 @@ func Dial(ctx context.Context, cfg Config, handler func(from jid.JID, body strin
 		writeTimeout:   orDefault(cfg.WriteTimeout, DefaultWriteTimeout),
 		confirmTimeout: orDefault(cfg.ConfirmTimeout, DefaultConfirmTimeout),
 		sendSem:        make(chan struct{}, 1),
-		pending:        make(map[string]chan struct{}),
+		pending:        make(map[string]*pendingSend),
 		inbox:          make(chan inMessage, readAhead),
 		closing:        make(chan struct{}),
 		readDone:       make(chan struct{}),
@@ -226,11 +234,20 @@ func (s *Session) setErr(err error) {
 // connection; a message merely written could still die in the socket
 // buffers if the process were killed.
 //
+// A message the server could not deliver (the recipient is offline and
+// the server stores nothing offline, say) comes back as an error message
+// with the message's id. The server sends that bounce while processing the
+// message, so before it answers the ping: Send then fails with an error
+// wrapping ErrUndelivered, which says the message is certainly not
+// delivered and leaves the session as it was. A bounce the server sent
+// only after answering the ping (a server that routes asynchronously; not
+// Prosody, not xmppserver) comes too late and is only logged.
+//
 // ctx bounds the wait for other Sends' writes and for the confirmation;
 // the write itself is bounded by Config.WriteTimeout and the confirmation
 // by Config.ConfirmTimeout. A failed write or a missing confirmation ends
-// the session, and the error wraps ErrClosed. After any error the message
-// may or may not have been delivered.
+// the session, and the error wraps ErrClosed. After any other error than
+// ErrUndelivered the message may or may not have been delivered.
 func (s *Session) Send(ctx context.Context, to jid.JID, body string) error {
 	fail := func(err error) error { return fmt.Errorf("xmppclient: send to %s: %w", to, err) }
 	select {
@@ -258,15 +275,16 @@ func (s *Session) Send(ctx context.Context, to jid.JID, body string) error {
 		return fail(err)
 	}
 	// Registered before the write: the answer can beat the write's return.
-	confirmed := make(chan struct{})
+	p := &pendingSend{to: to, answered: make(chan struct{})}
+	confirmed := p.answered
 	s.pendMu.Lock()
-	s.pending[id] = confirmed
+	s.pending[id] = p
 	s.pendMu.Unlock()
 
-	msg := stanza.Message{To: to, Type: stanza.ChatMessage}.Wrap(
+	msg := stanza.Message{ID: msgIDPrefix + id, To: to, Type: stanza.ChatMessage}.Wrap(
 		xmlstream.Wrap(xmlstream.Token(xml.CharData(body)), xml.StartElement{Name: xml.Name{Local: "body"}}),
 	)
-	ping := stanza.IQ{ID: id, To: s.server, Type: stanza.GetIQ}.Wrap(
+	ping := stanza.IQ{ID: pingIDPrefix + id, To: s.server, Type: stanza.GetIQ}.Wrap(
 		xmlstream.Wrap(nil, xml.StartElement{Name: xml.Name{Space: nsPing, Local: "ping"}}),
 	)
 	err = s.write(msg, ping)
@@ -277,11 +295,18 @@ func (s *Session) Send(ctx context.Context, to jid.JID, body string) error {
 		return fail(fmt.Errorf("%w: %w", ErrClosed, err))
 	}
 
+	// The reader set p.bounce, if at all, before it closed confirmed.
+	answered := func() error {
+		if p.bounce != nil {
+			return fail(p.bounce)
+		}
+		return nil
+	}
 	timer := time.NewTimer(s.confirmTimeout)
 	defer timer.Stop()
 	select {
 	case <-confirmed:
-		return nil
+		return answered()
 	case <-s.readDone:
 	case <-timer.C:
 	case <-ctx.Done():
@@ -289,7 +314,7 @@ func (s *Session) Send(ctx context.Context, to jid.JID, body string) error {
 	// An answer that arrived meanwhile still counts.
 	select {
 	case <-confirmed:
-		return nil
+		return answered()
 	default:
 	}
 	s.forget(id)
@@ -324,6 +349,16 @@ func (s *Session) write(stanzas ...xml.TokenReader) error {
 		err = cerr
 	}
 	return err
+}
+
+// pendingSend is a Send waiting for the answer to its ping. The reader
+// sets bounce when the message comes back as undeliverable, then closes
+// answered when the ping's answer arrives, which (stanzas being processed
+// in order) comes after any bounce.
+type pendingSend struct {
+	to       jid.JID
+	answered chan struct{}
+	bounce   error // wraps ErrUndelivered; written only by the reader
 }
 
 // forget drops a ping that will not be waited for.
@@ -403,9 +438,44 @@ type inMessage struct {
 
 type wireMessage struct {
 	XMLName xml.Name
-	From    string `xml:"from,attr"`
-	Type    string `xml:"type,attr"`
-	Body    string `xml:"body"`
+	ID      string     `xml:"id,attr"`
+	From    string     `xml:"from,attr"`
+	Type    string     `xml:"type,attr"`
+	Body    string     `xml:"body"`
+	Error   *wireError `xml:"error"`
+}
+
+// wireError is a stanza error (RFC 6120 8.3), read leniently: mellium's
+// stanza.Error fails on a malformed 'by', and a bad bounce must not end
+// the session.
+type wireError struct {
+	Type  string `xml:"type,attr"`
+	Conds []struct {
+		XMLName xml.Name
+	} `xml:",any"`
+	Text string `xml:"urn:ietf:params:xml:ns:xmpp-stanzas text"`
+}
+
+// describe is the error's condition, with its type and text if any, e.g.
+// "service-unavailable (cancel)".
+func (e *wireError) describe() string {
+	if e == nil {
+		return "no error given"
+	}
+	cond := "no condition given"
+	for _, c := range e.Conds {
+		if c.XMLName.Space == stanza.NSError && c.XMLName.Local != "text" {
+			cond = c.XMLName.Local
+			break
+		}
+	}
+	if e.Type != "" {
+		cond += " (" + e.Type + ")"
+	}
+	if t := strings.TrimSpace(e.Text); t != "" {
+		cond += ": " + t
+	}
+	return cond
 }
 
 func (s *Session) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) error {
@@ -425,10 +495,11 @@ func (s *Session) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 	}
 	switch stanza.MessageType(msg.Type) {
 	case stanza.ChatMessage, stanza.NormalMessage, "":
+	case stanza.ErrorMessage:
+		// Never a chat message for the handler, whatever it carries.
+		s.handleBounce(&msg)
+		return nil
 	default:
-		if msg.Type == string(stanza.ErrorMessage) {
-			s.log.Debug("xmpp message bounced", "from", msg.From)
-		}
 		return nil
 	}
 	if msg.Body == "" || s.handler == nil {
@@ -448,6 +519,49 @@ func (s *Session) handle(t xmlstream.TokenReadEncoder, start *xml.StartElement) 
 	}
 	s.inbox <- inMessage{from: from, body: msg.Body}
 	return nil
+}
+
+// handleBounce marks the Send whose message came back as an error message
+// as undelivered; its ping's answer, which follows, then fails it. An
+// error message that matches no waiting Send (its Send gave up already,
+// or it is not about one of ours) is only logged.
+func (s *Session) handleBounce(msg *wireMessage) {
+	why := msg.Error.describe()
+	log := s.log.With("from", msg.From, "id", msg.ID, "error", why)
+	key, ok := strings.CutPrefix(msg.ID, msgIDPrefix)
+	if !ok || key == "" {
+		log.Debug("xmpp error message ignored: not about a message sent here")
+		return
+	}
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	p, ok := s.pending[key]
+	if !ok {
+		log.Debug("xmpp bounce for a message no Send waits for ignored")
+		return
+	}
+	// The bounce comes from the recipient's address (as addressed or
+	// bare), its domain or our server; mellium blanks a from equal to our
+	// own bare JID, and none at all means our account too (RFC 6120
+	// 8.1.2.1). Anyone else has no business failing our send.
+	from := s.local.Bare()
+	if msg.From != "" {
+		f, err := jid.Parse(msg.From)
+		if err != nil || !(f.Bare().Equal(p.to.Bare()) || f.Equal(p.to.Domain()) || f.Equal(s.server)) {
+			log.Warn("xmpp bounce from an unexpected address ignored", "to", p.to.String())
+			return
+		}
+		from = f
+	}
+	if p.bounce != nil {
+		return // the first one says it
+	}
+	if from.Equal(p.to) {
+		p.bounce = fmt.Errorf("%w: bounced: %s", ErrUndelivered, why)
+	} else {
+		p.bounce = fmt.Errorf("%w: bounced by %s: %s", ErrUndelivered, from, why)
+	}
+	log.Debug("xmpp message bounced", "to", p.to.String())
 }
 
 // handleIQ confirms the Send whose ping this answers. mellium itself
@@ -470,8 +584,12 @@ func (s *Session) handleIQ(start *xml.StartElement) {
 	if typ != string(stanza.ResultIQ) && typ != string(stanza.ErrorIQ) {
 		return
 	}
+	key, ok := strings.CutPrefix(id, pingIDPrefix)
+	if !ok {
+		return
+	}
 	s.pendMu.Lock()
-	confirmed, ok := s.pending[id]
+	p, ok := s.pending[key]
 	s.pendMu.Unlock()
 	if !ok {
 		return
@@ -484,12 +602,12 @@ func (s *Session) handleIQ(start *xml.StartElement) {
 			return
 		}
 	}
-	s.forget(id)
+	s.forget(key)
 	if typ == string(stanza.ErrorIQ) {
 		// Still proof that everything before the ping was processed.
 		s.log.Debug("xmpp server answered ping with an error", "id", id)
 	}
-	close(confirmed)
+	close(p.answered)
 }
 
 // startTLS is mellium's STARTTLS, plus an explicit handshake so that any

@@ -100,6 +100,8 @@ func describeEvent(e api.Event) string {
 		return fmt.Sprintf("decided to bid %d", d.Price)
 	case messages.TypeSent:
 		return "sent to the auction house: " + clean(strings.TrimSpace(d.Body))
+	case messages.TypeUndelivered:
+		return fmt.Sprintf("the auction house never took: %s (%s)", clean(strings.TrimSpace(d.Body)), clean(d.Reason))
 	case messages.TypeSnapshot:
 		var s api.View
 		_ = json.Unmarshal(e.Data, &s)

@@ -39,6 +39,9 @@ type Config struct {
 	// beyond loopback without one is refused.
 	HTTPToken string
 	Replicas int
+	// UndeliverableFor bounds the retries of a request the auction's
+	// server bounces (0: actors.DefaultUndeliverableFor).
+	UndeliverableFor time.Duration
 	// AckWait is how soon an input or request held by a crashed process
 	// is handed out again (0: jetstream.DefaultAckWait).
 	AckWait time.Duration
@@ -130,7 +133,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 	a.metrics.Register(metrics.NewStateCollector(a.view, a.log))
-	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes}
+	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes, UndeliverableFor: cfg.UndeliverableFor}
 	a.system, err = actors.StartSystem(ctx, deps)
 	if err != nil {
 		return nil, err

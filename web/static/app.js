@@ -178,6 +178,7 @@ function describe(ev) {
     case "join": return "Decided to join";
     case "bid": return `Decided to bid ${d.price}`;
     case "sent": return `Sent to the auction house: ${d.body}`;
+    case "undelivered": return `The auction house never took: ${d.body} (${d.reason})`;
     case "snapshot": return `Now ${d.state}: last price ${d.last_price}, last bid ${d.last_bid}` + (d.reason ? ` (${d.reason})` : "");
     default: return ev.type;
   }
