@@ -199,6 +199,8 @@ func play(t *testing.T, p *testkit.Prosody, name string, items []string, steps [
 		} else if !killedByTimer {
 			t.Fatalf("the sniper died by itself (exit %d):\n%s", proc.ExitCode(), proc.LogTail(30))
 		}
+		// FAULT_DEBUG=1 tells what each life sent and how it died, and
+		// keeps the last life's log in $TMPDIR: how a failure is read.
 		if os.Getenv("FAULT_DEBUG") != "" {
 			for _, l := range proc.Logged("sent") {
 				t.Logf("life sent %v %v", l["item"], l["body"])
