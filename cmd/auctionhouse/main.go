@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"sniper/auctionhouse"
+	"sniper/internal/cliflags"
 	"sniper/internal/logging"
 	"sniper/messages"
 	"sniper/xmppclient"
@@ -69,7 +70,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
-		printFlags(fs.Output(), fs)
+		cliflags.Print(fs.Output(), fs, envName)
 	}
 	usageErr := func(err error) int {
 		fmt.Fprintf(stderr, "auctionhouse: %v\nRun 'auctionhouse --help' for usage.\n", err)
@@ -195,24 +196,4 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 
 func envName(flagName string) string {
 	return "AUCTIONHOUSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
-
-// printFlags lists the flags as --name with their environment variables.
-func printFlags(w io.Writer, fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		typ, usage := flag.UnquoteUsage(f)
-		fmt.Fprintf(w, "  --%s", f.Name)
-		if typ != "" {
-			fmt.Fprintf(w, " %s", typ)
-		}
-		fmt.Fprintf(w, "\n    \t%s", usage)
-		switch {
-		case f.DefValue == "" || f.DefValue == "0" && f.Name == "seed":
-		case typ == "string":
-			fmt.Fprintf(w, " (default %q)", f.DefValue)
-		default:
-			fmt.Fprintf(w, " (default %s)", f.DefValue)
-		}
-		fmt.Fprintf(w, "\n    \t[env %s]\n", envName(f.Name))
-	})
 }

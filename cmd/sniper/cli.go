@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"sniper/api"
+	"sniper/internal/cliflags"
 	"sniper/messages"
 )
 
@@ -80,7 +81,12 @@ func newVerb(name, synopsis, about string) *verb {
 
 func (v *verb) usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: sniper %s [flags]\n\n%s\nFlags (each also read from the environment, as shown; flags win):\n", v.synopsis, v.about)
-	printVerbFlags(w, v.fs)
+	cliflags.Print(w, v.fs, func(name string) string {
+		if e, ok := verbEnv[name]; ok {
+			return e
+		}
+		return envName(name)
+	})
 }
 
 // parse parses the command line, flags before and after the positional
@@ -181,30 +187,6 @@ func runVerb(v *verb, args []string, stdout, stderr io.Writer, body func(c *clie
 	}
 	fmt.Fprintf(stderr, "sniper: %s\n", oneLine(err.Error()))
 	return 1
-}
-
-// printVerbFlags is printFlags with verbEnv's variable names.
-func printVerbFlags(w io.Writer, fs *flag.FlagSet) {
-	fs.VisitAll(func(f *flag.Flag) {
-		typ, usage := flag.UnquoteUsage(f)
-		fmt.Fprintf(w, "  --%s", f.Name)
-		if typ != "" {
-			fmt.Fprintf(w, " %s", typ)
-		}
-		fmt.Fprintf(w, "\n    \t%s", usage)
-		switch {
-		case f.DefValue == "" || f.DefValue == "false" || f.DefValue == "0":
-		case typ == "string":
-			fmt.Fprintf(w, " (default %q)", f.DefValue)
-		default:
-			fmt.Fprintf(w, " (default %s)", f.DefValue)
-		}
-		env := envName(f.Name)
-		if e, ok := verbEnv[f.Name]; ok {
-			env = e
-		}
-		fmt.Fprintf(w, "\n    \t[env %s]\n", env)
-	})
 }
 
 // ---- the client ----

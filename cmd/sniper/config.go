@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"sniper/internal/cliflags"
 )
 
 // configFlag names the flag that names the config file.
@@ -345,7 +347,7 @@ func cmdConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := set.Bool("json", false, "print a JSON object, for scripts: {\"config_file\", \"values\", \"sources\"}")
 	set.Usage = func() {
 		fmt.Fprint(set.Output(), configUsage)
-		printFlags(set.Output(), set, configFlag, "json")
+		cliflags.Print(set.Output(), set, envName, configFlag, "json")
 		fmt.Fprint(set.Output(), "\nand every flag of 'sniper run' (see 'sniper help run').\n")
 	}
 	src, err := parseFlagsFrom(set, args, map[string]bool{"json": true})

@@ -8,11 +8,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
-	"strings"
 	"time"
 
 	"sniper/internal/app"
+	"sniper/internal/cliflags"
 	"sniper/internal/logging"
 	"sniper/jetstream"
 	"sniper/xmppclient"
@@ -101,7 +100,7 @@ from.
 
 Flags:
 `)
-		printFlags(fs.Output(), fs)
+		cliflags.Print(fs.Output(), fs, envName)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -169,30 +168,6 @@ Flags:
 	defer cancel()
 	a.Stop(stopCtx)
 	return code
-}
-
-// printFlags is flag.PrintDefaults with the --name spelling the docs use
-// and each flag's environment variable; given names, only those flags.
-func printFlags(w io.Writer, fs *flag.FlagSet, only ...string) {
-	fs.VisitAll(func(f *flag.Flag) {
-		if len(only) > 0 && !slices.Contains(only, f.Name) {
-			return
-		}
-		typ, usage := flag.UnquoteUsage(f)
-		fmt.Fprintf(w, "  --%s", f.Name)
-		if typ != "" {
-			fmt.Fprintf(w, " %s", typ)
-		}
-		fmt.Fprintf(w, "\n    \t%s", strings.ReplaceAll(usage, "\n", "\n    \t"))
-		switch {
-		case f.DefValue == "", typ == "" && f.DefValue == "false":
-		case typ == "string":
-			fmt.Fprintf(w, " (default %q)", f.DefValue)
-		default:
-			fmt.Fprintf(w, " (default %s)", f.DefValue)
-		}
-		fmt.Fprintf(w, "\n    \t[env %s]\n", envName(f.Name))
-	})
 }
 
 func parseFsync(v string) (time.Duration, error) {
