@@ -90,7 +90,8 @@ func runService(ctx context.Context, args []string, stdout, stderr io.Writer) in
 Starts the sniper: the event log (an embedded NATS server storing under
 --data-dir, or the NATS server at --nats-url), one actor per auction, and the
 HTTP API on --http. With --xmpp-addr it joins auctions on that XMPP server as
---xmpp-jid. SIGINT or SIGTERM stops it cleanly.
+--xmpp-jid; without it, on a built-in auction house with simulated bidders
+(a demo). SIGINT or SIGTERM stops it cleanly.
 
 Each flag is also read from SNIPER_<NAME> (e.g. SNIPER_DATA_DIR) and from
 the TOML file --config FILE (e.g. data-dir = "/var/lib/sniper"): a flag beats
