@@ -61,7 +61,10 @@ func Start(ctx context.Context, log *jetstream.Log, logger *slog.Logger) (*View,
 	}
 	// Short pulls with heartbeats: when the server holding this reader
 	// dies, the ordered consumer notices in seconds and recreates itself.
-	v.consume, err = cons.Consume(v.apply, natsjs.PullExpiry(10*time.Second), natsjs.PullHeartbeat(2*time.Second))
+	v.consume, err = cons.Consume(v.apply, natsjs.PullExpiry(10*time.Second), natsjs.PullHeartbeat(2*time.Second),
+		natsjs.ConsumeErrHandler(func(_ natsjs.ConsumeContext, err error) {
+			logger.Warn("projection: following snapshots", "error", err)
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("projection: follow snapshots: %w", err)
 	}
