@@ -226,6 +226,11 @@ func (s *sniper) handle(ctx actor.Context, in input) {
 			_ = in.msg.Nak()
 		}
 		close(in.done)
+		if r := recover(); r != nil {
+			// Say which auction failed; the supervisor restarts it.
+			s.log.Error("sniper failed while deciding; restarting it from its last snapshot", "panic", r)
+			panic(r)
+		}
 	}()
 	meta, err := in.msg.Metadata()
 	if err != nil {

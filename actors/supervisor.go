@@ -21,7 +21,9 @@ type supervisor struct{ deps Deps }
 // log and a restart of the process tries again.
 func SupervisorProps(deps Deps) *actor.Props {
 	decider := func(reason any) actor.Directive {
-		deps.Logger.Error("sniper actor failed; restarting it from its last snapshot", "reason", reason)
+		// The sniper logged the failure with its item; this line is the
+		// supervisor's decision.
+		deps.Logger.Debug("restarting a failed sniper", "reason", reason)
 		return actor.RestartDirective
 	}
 	return actor.PropsFromProducer(func() actor.Actor { return &supervisor{deps: deps} },
