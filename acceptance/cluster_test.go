@@ -39,9 +39,9 @@ const failoverWait = 20 * time.Second
 // when raft's election timeout runs out.
 func TestSniperSurvivesTheLossOfTheStreamLeader(t *testing.T) {
 	t.Run("stop", func(t *testing.T) { loseTheStreamLeader(t, false) })
-	// The crash runs in `make faults`, not in `make test`: in about one run
-	// in three the stream stays unreachable to the sniper for over 20 s
-	// after the crash (see docs/reliability.md, "NATS cluster fail-over").
+	// The crash runs in `make faults`, not in `make test`: it is slow, and
+	// in about one run in three it needs the projection's watchdog (see
+	// docs/reliability.md, "NATS cluster fail-over").
 	if os.Getenv("SNIPER_CLUSTER_CRASH") != "" {
 		t.Run("crash", func(t *testing.T) { loseTheStreamLeader(t, true) })
 	}

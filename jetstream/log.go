@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -265,4 +266,30 @@ func isWrongLastSequence(err error) bool {
 		}
 	}
 	return false
+}
+
+// LastSeqOn returns the sequence of the stream's last message on filter,
+// which may hold wildcards, and 0 if there is none. It is one direct get
+// (any replica answers), for a reader checking that it keeps up.
+func (l *Log) LastSeqOn(ctx context.Context, filter string) (uint64, error) {
+	req, err := json.Marshal(struct {
+		LastBySubj string `json:"last_by_subj"`
+	}{filter})
+	if err != nil {
+		return 0, err
+	}
+	res, err := l.js.Conn().RequestWithContext(ctx, "$JS.API.DIRECT.GET."+StreamName, req)
+	if err != nil {
+		return 0, fmt.Errorf("last message on %s: %w", filter, err)
+	}
+	if status := res.Header.Get("Status"); status == "404" {
+		return 0, nil
+	} else if status != "" {
+		return 0, fmt.Errorf("last message on %s: status %s %s", filter, status, res.Header.Get("Description"))
+	}
+	seq, err := strconv.ParseUint(res.Header.Get(jetstream.SequenceHeader), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("last message on %s: bad sequence header: %w", filter, err)
+	}
+	return seq, nil
 }

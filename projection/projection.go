@@ -30,8 +30,15 @@ type View struct {
 	changed chan struct{} // closed and replaced on every change
 	subs    map[*Subscription]struct{}
 
-	consume natsjs.ConsumeContext
+	log  *jetstream.Log
+	gen  int                   // generation of the reader; apply ignores older ones
+	cur  natsjs.ConsumeContext // the current reader, guarded by mu
+	stop chan struct{}         // closed by Stop: the watchdog ends
+	done chan struct{}         // closed when the watchdog has ended
 }
+
+// snapshotFilter is every auction's snapshot subject.
+var snapshotFilter = messages.Subject("*", messages.KindState, messages.TypeSnapshot)
 
 // Start loads every sniper's last snapshot and follows new ones from the
 // very next sequence, so nothing is missed or seen twice.
@@ -51,27 +58,106 @@ func Start(ctx context.Context, log *jetstream.Log, logger *slog.Logger) (*View,
 			v.snaps[s.Item] = s.SnapshotEvent
 		}
 	}
-	cons, err := log.Stream().OrderedConsumer(ctx, natsjs.OrderedConsumerConfig{
-		FilterSubjects: []string{messages.Subject("*", messages.KindState, messages.TypeSnapshot)},
-		DeliverPolicy:  natsjs.DeliverByStartSequencePolicy,
-		OptStartSeq:    upTo + 1,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("projection: follow snapshots: %w", err)
+	v.log, v.stop, v.done = log, make(chan struct{}), make(chan struct{})
+	if err := v.follow(ctx, upTo+1); err != nil {
+		return nil, err
 	}
-	// Short pulls with heartbeats: when the server holding this reader
-	// dies, the ordered consumer notices in seconds and recreates itself.
-	v.consume, err = cons.Consume(v.apply, natsjs.PullExpiry(10*time.Second), natsjs.PullHeartbeat(2*time.Second),
-		natsjs.ConsumeErrHandler(func(_ natsjs.ConsumeContext, err error) {
-			logger.Warn("projection: following snapshots", "error", err)
-		}))
-	if err != nil {
-		return nil, fmt.Errorf("projection: follow snapshots: %w", err)
-	}
+	go v.watch()
 	return v, nil
 }
 
-func (v *View) apply(msg natsjs.Msg) {
+// follow starts a reader of the snapshots from sequence from on: an
+// ordered consumer with short pulls and heartbeats, so that when the
+// server holding it goes, nats.go recreates it within seconds.
+func (v *View) follow(ctx context.Context, from uint64) error {
+	cons, err := v.log.Stream().OrderedConsumer(ctx, natsjs.OrderedConsumerConfig{
+		FilterSubjects: []string{snapshotFilter},
+		DeliverPolicy:  natsjs.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+	})
+	if err != nil {
+		return fmt.Errorf("projection: follow snapshots: %w", err)
+	}
+	v.mu.Lock()
+	v.gen++
+	gen := v.gen
+	v.mu.Unlock()
+	cc, err := cons.Consume(func(msg natsjs.Msg) { v.apply(gen, msg) },
+		natsjs.PullExpiry(10*time.Second), natsjs.PullHeartbeat(2*time.Second),
+		natsjs.ConsumeErrHandler(func(_ natsjs.ConsumeContext, err error) {
+			v.logger.Warn("projection: following snapshots", "error", err)
+		}))
+	if err != nil {
+		return fmt.Errorf("projection: follow snapshots: %w", err)
+	}
+	v.mu.Lock()
+	v.cur = cc
+	v.mu.Unlock()
+	return nil
+}
+
+// Watchdog settings: how often the view compares itself with the log, and
+// how long an attempt to read the log or replace the reader may take.
+const (
+	watchEvery   = 2 * time.Second
+	watchTimeout = 5 * time.Second
+)
+
+// watch replaces a reader that has stopped following the log. The
+// ordered consumer is R1: it lives on one server. When that server
+// crashes, nats.go recreates it, but its attempt can hang for good while
+// the cluster still counts the dead server as a live peer (seen after a
+// crash: no new consumer for over 30 s, the view stuck). So the view
+// checks every watchEvery that it has the log's last snapshot; if it is
+// still behind the one the previous check saw, it starts a new reader
+// from where it stands and drops the old one.
+func (v *View) watch() {
+	defer close(v.done)
+	t := time.NewTicker(watchEvery)
+	defer t.Stop()
+	var target uint64 // the log's last snapshot seen at the previous check
+	for {
+		select {
+		case <-v.stop:
+			return
+		case <-t.C:
+		}
+		v.mu.Lock()
+		seen := v.lastSeq
+		v.mu.Unlock()
+		if target > seen {
+			v.logger.Warn("projection: the snapshot reader is stuck; replacing it", "view_seq", seen, "log_seq", target)
+			v.replace(seen + 1)
+			target = 0
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), watchTimeout)
+		last, err := v.log.LastSeqOn(ctx, snapshotFilter)
+		cancel()
+		target = 0
+		if err == nil && last > seen {
+			target = last
+		}
+	}
+}
+
+// replace starts a new reader from sequence from and stops the old one.
+func (v *View) replace(from uint64) {
+	v.mu.Lock()
+	old := v.cur
+	v.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), watchTimeout)
+	defer cancel()
+	if err := v.follow(ctx, from); err != nil {
+		v.logger.Warn("projection: cannot replace the snapshot reader; retrying", "error", err)
+		return
+	}
+	// Stopping the old reader waits for its own retry in progress (up to
+	// 10 s): not here.
+	go old.Stop()
+}
+
+func (v *View) apply(gen int, msg natsjs.Msg) {
 	var s messages.SnapshotEvent
 	if err := json.Unmarshal(msg.Data(), &s); err != nil {
 		v.logger.Warn("projection: undecodable snapshot skipped", "subject", msg.Subject(), "error", err)
@@ -83,6 +169,9 @@ func (v *View) apply(msg natsjs.Msg) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if gen != v.gen || meta.Sequence.Stream <= v.lastSeq {
+		return // a replaced reader's, or seen already
+	}
 	v.snaps[s.Item] = s
 	v.lastSeq = max(v.lastSeq, meta.Sequence.Stream)
 	close(v.changed)
@@ -101,8 +190,13 @@ func (v *View) apply(msg natsjs.Msg) {
 
 // Stop stops following the log.
 func (v *View) Stop() {
-	v.consume.Stop()
-	<-v.consume.Closed()
+	close(v.stop)
+	<-v.done
+	v.mu.Lock()
+	cur := v.cur
+	v.mu.Unlock()
+	cur.Stop()
+	<-cur.Closed()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for sub := range v.subs {

@@ -38,7 +38,7 @@ type Config struct {
 	// probes (bearer header, or the cookie the login form sets). Serving
 	// beyond loopback without one is refused.
 	HTTPToken string
-	Replicas int
+	Replicas  int
 	// UndeliverableFor bounds the retries of a request the auction's
 	// server bounces (0: actors.DefaultUndeliverableFor).
 	UndeliverableFor time.Duration
