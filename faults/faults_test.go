@@ -241,11 +241,15 @@ func play(t *testing.T, p *testkit.Prosody, name string, items []string, steps [
 		a := auctions[st.item]
 		// The JOIN may wait for a restart: keep the sniper alive until
 		// the auction has it.
+		joinBy := time.Now().Add(60 * time.Second)
 		for joins(a) == 0 {
 			if proc.Exited() {
 				recordDeath()
 			}
-			time.Sleep(20 * time.Millisecond)
+			if time.Now().After(joinBy) {
+				t.Fatalf("%s never received its JOIN", item)
+			}
+			time.Sleep(20 * time.Millisecond) // polling the auction's inbox, across restarts
 		}
 		sent := false
 		var lastSend time.Time
