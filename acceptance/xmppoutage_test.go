@@ -123,12 +123,18 @@ func TestDecisionsMadeWhileTheAuctionHouseIsDownAreSentLater(t *testing.T) {
 	}
 	stream.waitStatus(t, downAt+1, "the auction house connected again", func(s statusBody) bool { return s.Ready })
 
-	// Sent in log order: item3's JOIN before item4's, each once.
-	var sent []string
-	for _, r := range logs.find(func(r capturedLog) bool { return r.Message == "sent" && r.Attrs["component"] == "xmpp-out" }) {
-		sent = append(sent, r.Attrs["item"]+":"+r.Attrs["body"])
-	}
+	// Sent in log order: item3's JOIN before item4's, each once. The
+	// bridge logs "sent" once the server confirmed it, which can be just
+	// after the auction already has the message: wait for the line.
 	want := []string{item1 + ":" + testkit.SOLJoin, item2 + ":" + testkit.SOLJoin, item1 + ":" + testkit.SOLBid(1098), item3 + ":" + testkit.SOLJoin, item4 + ":" + testkit.SOLJoin}
+	var sent []string
+	testkit.Eventually(t, testkit.WaitTimeout, func() bool {
+		sent = sent[:0]
+		for _, r := range logs.find(func(r capturedLog) bool { return r.Message == "sent" && r.Attrs["component"] == "xmpp-out" }) {
+			sent = append(sent, r.Attrs["item"]+":"+r.Attrs["body"])
+		}
+		return len(sent) >= len(want)
+	}, "the bridge logged %v, want %d sends", &sent, len(want))
 	if strings.Join(sent, "\n") != strings.Join(want, "\n") {
 		t.Errorf("sent to the auction house:\n%s\nwant, in this order:\n%s", strings.Join(sent, "\n"), strings.Join(want, "\n"))
 	}
