@@ -1,11 +1,15 @@
 package testkit
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"mellium.im/xmpp/jid"
+
+	"sniper/xmppclient"
 )
 
 // AuctionPassword is the password of every fake auction account.
@@ -149,7 +153,20 @@ func (a *FakeAuctionServer) sendToSniper(body string) {
 	if to == "" {
 		a.t.Fatalf("auction %s: no sniper has joined (call HasReceivedJoinRequestFrom first); cannot send %q", a.item, body)
 	}
-	a.user.Send(to, body)
+	// A sniper that is reconnecting (after a restart of it or of the
+	// server) bounces messages for a moment: deliver as an auction house
+	// would, by trying again until the deadline.
+	deadline := time.Now().Add(WaitTimeout)
+	for {
+		err := a.user.TrySend(to, body)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, xmppclient.ErrUndelivered) || time.Now().After(deadline) {
+			a.t.Fatalf("auction %s: send %q to %s: %v", a.item, body, to, err)
+		}
+		time.Sleep(50 * time.Millisecond) // the sniper's reconnect has no signal to wait on here
+	}
 }
 
 func (a *FakeAuctionServer) waitFrom(sniperJID, body string) Message {
