@@ -241,34 +241,33 @@ func play(t *testing.T, p *testkit.Prosody, name string, items []string, steps [
 		a := auctions[st.item]
 		// The JOIN may wait for a restart: keep the sniper alive until
 		// the auction has it.
-		joinBy := time.Now().Add(60 * time.Second)
-		for joins(a) == 0 {
+		testkit.Eventually(t, 60*time.Second, func() bool {
 			if proc.Exited() {
 				recordDeath()
 			}
-			if time.Now().After(joinBy) {
-				t.Fatalf("%s never received its JOIN", item)
-			}
-			time.Sleep(20 * time.Millisecond) // polling the auction's inbox, across restarts
-		}
+			return joins(a) > 0
+		}, "%s never received its JOIN", item)
 		sent := false
 		var lastSend time.Time
-		for {
+		// The process under test has no push channel: poll its API until
+		// the step's input is in the log and decided, restarting it when
+		// it dies and resending what the log lacks.
+		testkit.Eventually(t, 60*time.Second, func() bool {
 			evs, err := events(proc, item)
 			if err != nil {
 				if diedOnError() {
-					continue
+					return false
 				}
 				t.Fatalf("events of %s: %v", item, err)
 			}
 			seq, inLog := find(evs, st)
 			if inLog && decided(evs, seq) {
-				break
+				return true
 			}
 			if !inLog && (!sent || proc.Exited() || time.Since(lastSend) > 3*time.Second) {
 				if proc.Exited() {
 					recordDeath()
-					continue
+					return false
 				}
 				// Not in the log: it never reached the sniper (bounced
 				// while it was down, or lost with the process). The
@@ -281,8 +280,6 @@ func play(t *testing.T, p *testkit.Prosody, name string, items []string, steps [
 				if !st.close {
 					body = testkit.SOLPrice(st.price, st.inc, bidder)
 				}
-				// A bounce (the sniper is down) is the auction house's to
-				// retry: the loop sends again while the log lacks it.
 				if err := a.TrySendTo(sniperJID, body); err != nil && !errors.Is(err, xmppclient.ErrUndelivered) {
 					t.Fatalf("auction send: %v", err)
 				}
@@ -290,10 +287,9 @@ func play(t *testing.T, p *testkit.Prosody, name string, items []string, steps [
 			}
 			if proc.Exited() {
 				recordDeath()
-				continue
 			}
-			time.Sleep(20 * time.Millisecond) // polling the API: the process under test has no push channel to wait on
-		}
+			return false
+		}, "%s: the input of step %+v was never decided", item, st)
 	}
 	// The script is decided. A life still armed with a fault would die
 	// while the checks wait for the wire: stop it cleanly (SIGTERM, which
@@ -399,20 +395,13 @@ func decided(evs []event, seq uint64) bool {
 
 func waitReady(t *testing.T, proc *testkit.SniperProcess) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) && !proc.Exited() {
+	// A process that dies while starting is the caller's to restart.
+	testkit.Eventually(t, 30*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		var v map[string]any
-		err := proc.Get(ctx, "/readyz", &v)
-		cancel()
-		if err == nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !proc.Exited() {
-		t.Fatalf("sniper not ready within 30 s:\n%s", proc.LogTail(30))
-	}
+		return proc.Exited() || proc.Get(ctx, "/readyz", &v) == nil
+	}, "sniper not ready within 30 s")
 }
 
 // check verifies one auction's log and wire after the script ran.

@@ -86,6 +86,20 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 	}
 }
 
+// Consistently checks cond on every poll for d and fails the test at the
+// first error: what a test can say about "nothing happens" without one
+// blind sleep.
+func Consistently(t testing.TB, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if err := cond(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func deref(args []any) []any {
 	out := make([]any, len(args))
 	for i, a := range args {

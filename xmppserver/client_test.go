@@ -29,6 +29,8 @@ import (
 	"mellium.im/xmpp"
 	"mellium.im/xmpp/jid"
 	"mellium.im/xmpp/stanza"
+
+	"sniper/testkit"
 )
 
 // A tiny XMPP client written directly with mellium, independent of the
@@ -423,18 +425,12 @@ func serverGoroutines() []string {
 // allows for a goroutine that has called Done but not yet returned.
 func waitNoServerGoroutines(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		left := serverGoroutines()
-		if len(left) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d server goroutines still running:\n%s", len(left), strings.Join(left, "\n\n"))
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond)
-	}
+	var left string
+	testkit.Eventually(t, 2*time.Second, func() bool {
+		g := serverGoroutines()
+		left = strings.Join(g, "\n\n")
+		return len(g) == 0
+	}, "server goroutines still running:\n%s", &left)
 }
 
 var errTimeout = errors.New("timeout")

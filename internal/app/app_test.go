@@ -221,19 +221,6 @@ func eventuallyGet(t *testing.T, a *app.App, item string, ok func(snapshot) bool
 	return last
 }
 
-// consistently checks cond on every poll for d: what a test can say about
-// "nothing happens" without sleeping blindly.
-func consistently(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if err := cond(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestSniperLifecycleOverHTTP(t *testing.T) {
 	dir := t.TempDir()
 	a := startApp(t, dir)
@@ -333,7 +320,7 @@ func TestSniperLifecycleOverHTTP(t *testing.T) {
 	before := history(t, a, item)
 	snapsBefore := count(before, item, messages.KindState, messages.TypeSnapshot)
 	appendPrice(t, a, item, 1200, 10)
-	consistently(t, 500*time.Millisecond, func() error {
+	testkit.Consistently(t, 500*time.Millisecond, func() error {
 		r := get(t, a, "/api/snipers/"+item)
 		if s := decode[snapshot](t, r); s.State != "Stopped" || s.LastBid != 1098 {
 			return fmt.Errorf("stopped sniper moved after a price: %+v", s)

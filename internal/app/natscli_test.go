@@ -193,13 +193,11 @@ func TestNATSCLIGuide(t *testing.T) {
 		out, _ := exec.Command(tmux, "capture-pane", "-p", "-t", session).Output()
 		return string(out)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for s := screen(); !strings.Contains(s, "sniper."+item+".cmd.start") || !strings.Contains(s, `"stop_price":1100`); s = screen() {
-		if time.Now().After(deadline) {
-			t.Fatalf("stream view never showed the start command; screen:\n%s", s)
-		}
-		time.Sleep(50 * time.Millisecond) // polling a terminal: nothing to wait on
-	}
+	var shown string
+	testkit.Eventually(t, 15*time.Second, func() bool {
+		shown = screen()
+		return strings.Contains(shown, "sniper."+item+".cmd.start") && strings.Contains(shown, `"stop_price":1100`)
+	}, "stream view never showed the start command; screen:\n%s", &shown)
 }
 
 // lockedBuffer collects a child process's output while the test reads it.
