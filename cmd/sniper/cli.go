@@ -329,6 +329,21 @@ func requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, requestTimeout)
 }
 
+// command sends a join or a stop (what names it in errors) and decodes
+// the sniper the API answers with; data is the raw answer, for --json.
+func (c *client) command(ctx context.Context, method, path string, body []byte, what string) (status int, s api.View, data []byte, err error) {
+	ctx, cancel := requestContext(ctx)
+	defer cancel()
+	status, data, err = c.do(ctx, method, path, body)
+	if err != nil {
+		return 0, s, nil, err
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return 0, s, nil, fmt.Errorf("%s answered the %s with something unexpected: %v", c.base, what, err)
+	}
+	return status, s, data, nil
+}
+
 // ---- the verbs ----
 
 func cmdJoin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -352,18 +367,12 @@ first stop price stands) and says so.
 			return usagef("--stop-price must be a positive integer, got %d", *stop)
 		}
 		body, _ := json.Marshal(map[string]any{"item": item, "stop_price": *stop})
-		ctx, cancel := requestContext(ctx)
-		defer cancel()
-		status, data, err := c.do(ctx, http.MethodPost, "/api/snipers", body)
+		status, s, data, err := c.command(ctx, http.MethodPost, "/api/snipers", body, "join")
 		if err != nil {
 			return err
 		}
 		if v.flags.json {
 			return writeRaw(stdout, data)
-		}
-		var s api.View
-		if err := json.Unmarshal(data, &s); err != nil {
-			return fmt.Errorf("%s answered the join with something unexpected: %v", c.base, err)
 		}
 		switch status {
 		case http.StatusCreated:
@@ -420,18 +429,12 @@ already ended stays as it is.
 		if err := itemArg(item); err != nil {
 			return err
 		}
-		ctx, cancel := requestContext(ctx)
-		defer cancel()
-		status, data, err := c.do(ctx, http.MethodDelete, "/api/snipers/"+url.PathEscape(item), nil)
+		status, s, data, err := c.command(ctx, http.MethodDelete, "/api/snipers/"+url.PathEscape(item), nil, "stop")
 		if err != nil {
 			return err
 		}
 		if v.flags.json {
 			return writeRaw(stdout, data)
-		}
-		var s api.View
-		if err := json.Unmarshal(data, &s); err != nil {
-			return fmt.Errorf("%s answered the stop with something unexpected: %v", c.base, err)
 		}
 		switch {
 		case status == http.StatusAccepted:
