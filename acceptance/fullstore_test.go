@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	natsjs "github.com/nats-io/nats.go/jetstream"
+
 	"sniper/internal/app"
 	"sniper/jetstream"
 	"sniper/messages"
@@ -32,16 +34,7 @@ func TestSniperHoldsItsInputsWhileTheLogIsFull(t *testing.T) {
 	// decision (a snapshot and a BID, one atomic batch) does not.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	waitOutboundIdle(t, l)
-	info, err := l.Stream().Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := info.Config
-	cfg.MaxMsgs = int64(info.State.Msgs) + 1
-	if _, err := l.JetStream().UpdateStream(ctx, cfg); err != nil {
-		t.Fatalf("limit the stream: %v", err)
-	}
+	cfg, lastSeq := limitStream(t, ctx, l, 1)
 	full := time.Now()
 	auction.ReportPrice(1000, 98, "other bidder")
 
@@ -78,8 +71,8 @@ func TestSniperHoldsItsInputsWhileTheLogIsFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ci.NumAckPending != 1 || ci.AckFloor.Stream >= info.State.LastSeq+1 {
-		t.Fatalf("the PRICE at %d is not held unacked: ack floor %d, %d pending", info.State.LastSeq+1, ci.AckFloor.Stream, ci.NumAckPending)
+	if ci.NumAckPending != 1 || ci.AckFloor.Stream >= lastSeq+1 {
+		t.Fatalf("the PRICE at %d is not held unacked: ack floor %d, %d pending", lastSeq+1, ci.AckFloor.Stream, ci.NumAckPending)
 	}
 	// The API refuses commands with a JSON error saying why.
 	code, body, raw, _ := request(t, http.MethodPost, base+"/api/snipers", `{"item":"item-99999","stop_price":500}`)
@@ -142,16 +135,7 @@ func TestABidCommittedAsTheLogFillsIsSentOnce(t *testing.T) {
 	// bridge's record that the BID went out.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	waitOutboundIdle(t, l)
-	info, err := l.Stream().Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := info.Config
-	cfg.MaxMsgs = int64(info.State.Msgs) + 3
-	if _, err := l.JetStream().UpdateStream(ctx, cfg); err != nil {
-		t.Fatalf("limit the stream: %v", err)
-	}
+	cfg, _ := limitStream(t, ctx, l, 3)
 	auction.ReportPrice(1000, 98, "other bidder")
 	auction.HasReceivedBid(1098, run.SniperJID())
 	testkit.Eventually(t, testkit.WaitTimeout, func() bool {
@@ -218,4 +202,22 @@ func setUpWithLogs(t *testing.T, items ...string) (*testkit.ApplicationRunner, *
 	logger, logs := captureLogs(t)
 	run := testkit.StartApplication(t, p, t.TempDir(), func(c *app.Config) { c.Logger = logger })
 	return run, logs, auctions
+}
+
+// limitStream waits until the outbound bridge is idle, then caps the
+// SNIPER stream at room more messages; it returns the capped config, for
+// raising the limit again, and the stream's last sequence before the cap.
+func limitStream(t *testing.T, ctx context.Context, l *jetstream.Log, room int64) (natsjs.StreamConfig, uint64) {
+	t.Helper()
+	waitOutboundIdle(t, l)
+	info, err := l.Stream().Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := info.Config
+	cfg.MaxMsgs = int64(info.State.Msgs) + room
+	if _, err := l.JetStream().UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("limit the stream: %v", err)
+	}
+	return cfg, info.State.LastSeq
 }
