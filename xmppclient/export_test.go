@@ -6,7 +6,11 @@ import "net"
 // a killed process with unread data: at once, with a reset, no stream
 // close.
 func KillConn(s *Session) {
-	if tc, ok := s.raw.(*net.TCPConn); ok {
+	tc, ok := s.raw.(*net.TCPConn)
+	if q, isQ := s.raw.(*quickAckConn); isQ {
+		tc, ok = q.tcp, true
+	}
+	if ok {
 		_ = tc.SetLinger(0)
 	}
 	_ = s.raw.Close()

@@ -58,7 +58,7 @@ const readAhead = 256
 // that, so the handler must not call Close (Send is fine).
 type Session struct {
 	xs             *xmpp.Session
-	raw            net.Conn // the TCP conn we dialled: deadlines go here
+	raw            net.Conn // the TCP conn we dialled (a quickAckConn): deadlines go here
 	local          jid.JID
 	server         jid.JID // our domain: pings go here and answer from here
 	handler        func(from jid.JID, body string)
@@ -109,10 +109,13 @@ func Dial(ctx context.Context, cfg Config, handler func(from jid.JID, body strin
 	defer cancel()
 
 	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", cfg.Addr)
+	tcp, err := d.DialContext(ctx, "tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("xmppclient: dial %s: %w", cfg.Addr, err)
 	}
+	// ACK every read at once: a delayed ACK of a ping's answer would make
+	// a Nagle-on server (Prosody's default) hold its next stanza to us.
+	raw := withQuickAck(tcp)
 	// The time limit lives on the conn, not in the ctx given to mellium:
 	// mellium answers a ctx that ends by setting the conn's deadline in
 	// the past from a goroutine that can run after negotiation returned,
