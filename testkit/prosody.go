@@ -298,6 +298,11 @@ func (p *Prosody) LogTail(n int) string {
 	return "--- prosody log (" + p.logPath + ") ---\n" + strings.Join(lines, "\n")
 }
 
+// configText leaves network_settings alone on purpose: Prosody keeps Nagle
+// on (network_settings = { nagle = true }) as Debian ships it, and so do
+// the auction houses the sniper talks to. xmppclient's stall test
+// (TestClosedLoopNoAckStall) depends on that default and fails if this
+// config mentions network_settings or nagle: fix latency on the client.
 func (p *Prosody) configText() string {
 	var b strings.Builder
 	q := strconv.Quote
