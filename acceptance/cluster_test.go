@@ -75,7 +75,7 @@ func loseTheStreamLeader(t *testing.T, crash bool) {
 		cfg.Fault = trigger.hook
 	})
 	l := run.App.Log()
-	if info := streamInfo(t, l); info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+	if info := streamInfo(t, run); info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
 		t.Fatalf("stream %s: %d replicas configured, cluster %+v; want R3 with 2 followers", jetstream.StreamName, info.Config.Replicas, info.Cluster)
 	}
 
@@ -90,24 +90,22 @@ func loseTheStreamLeader(t *testing.T, crash bool) {
 		return countSubject(t, l, item1, messages.KindOut, messages.TypeSent) == 2
 	}, "the outbound bridge never recorded the JOIN and the BID it sent")
 
-	// The worst server to lose: the one the sniper is connected to, leading
-	// the stream and the sniper's consumers (its inputs, its requests).
+	// The worst server to lose: the one the sniper is connected to,
+	// leading the stream. The sniper's readers (ordered consumers, R1)
+	// live on the server they were created on.
 	leader := c.ClientServer("sniper")
 	if leader < 0 {
 		t.Fatal("the sniper's NATS connection is on no server of the cluster")
 	}
-	c.MoveLeaders(leader, jetstream.StreamName, jetstream.InputConsumerName(item1), jetstream.OutboundConsumerName)
+	c.MoveLeaders(leader, jetstream.StreamName)
 	how := "stopped"
 	trigger.lose = func() { c.Stop(leader) }
 	if crash {
 		how = "killed"
 		trigger.lose = func() { c.Kill(leader) }
 	}
-	t.Logf("the sniper is connected to %s; stream leader %s; meta leader %s; consumer leaders: input %s, outbound %s, start %s",
-		c.Name(leader), name(c, c.StreamLeader(jetstream.StreamName)), name(c, c.MetaLeader()),
-		name(c, c.ConsumerLeader(jetstream.StreamName, jetstream.InputConsumerName(item1))),
-		name(c, c.ConsumerLeader(jetstream.StreamName, jetstream.OutboundConsumerName)),
-		name(c, c.ConsumerLeader(jetstream.StreamName, jetstream.StartConsumerName)))
+	t.Logf("the sniper is connected to %s; stream leader %s; meta leader %s",
+		c.Name(leader), name(c, c.StreamLeader(jetstream.StreamName)), name(c, c.MetaLeader()))
 
 	// A PRICE reaches the log; as the sniper is about to commit its
 	// decision, the server goes.
@@ -127,11 +125,11 @@ func loseTheStreamLeader(t *testing.T, crash bool) {
 	auction.ReportPrice(1200, 10, "other bidder")
 
 	var elected, decided1100 time.Duration
-	var last jetstream.StoredSnapshot
-	lastSnapshot := func() bool {
+	var last jetstream.StoredDecision
+	lastDecision := func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		s, err := l.LastSnapshot(ctx, item1)
+		s, err := l.LastDecision(ctx, item1)
 		if err == nil {
 			last = s
 		}
@@ -141,11 +139,11 @@ func loseTheStreamLeader(t *testing.T, crash bool) {
 		if elected == 0 && c.StreamLeader(jetstream.StreamName) >= 0 {
 			elected = time.Since(lost)
 		}
-		if lastSnapshot() && last.LastPrice >= 1100 && decided1100 == 0 {
+		if lastDecision() && last.LastPrice >= 1100 && decided1100 == 0 {
 			decided1100 = time.Since(lost)
 		}
 		return last.LastPrice == 1200
-	}, "the sniper never decided the PRICEs sent around the loss of %s; last snapshot %+v", c.Name(leader), &last)
+	}, "the sniper never decided the PRICEs sent around the loss of %s; last decision %+v", c.Name(leader), &last)
 	decided1200 := time.Since(lost)
 	if elected == 0 {
 		elected = decided1200
@@ -157,7 +155,7 @@ func loseTheStreamLeader(t *testing.T, crash bool) {
 		"the BIDs decided after the loss never reached the auction: 1110 x%v, 1210 x%v",
 		lazy(func() any { return auction.CountBids(1110) }), lazy(func() any { return auction.CountBids(1210) }))
 	bids := time.Since(lost)
-	// The API answers from the projection, which follows the snapshots.
+	// The API answers from the projection, which follows the decisions.
 	var shown testkit.SniperView
 	testkit.Eventually(t, failoverWait, func() bool {
 		shown, _ = run.Sniper(item1)
@@ -219,11 +217,15 @@ func name(c *testkit.Cluster, i int) string {
 	return c.Name(i)
 }
 
-func streamInfo(t *testing.T, l *jetstream.Log) *natsjs.StreamInfo {
+func streamInfo(t *testing.T, run *testkit.ApplicationRunner) *natsjs.StreamInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	info, err := l.Stream().Info(ctx)
+	stream, err := rawJetStream(t, run).Stream(ctx, jetstream.StreamName)
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	info, err := stream.Info(ctx)
 	if err != nil {
 		t.Fatalf("stream info: %v", err)
 	}

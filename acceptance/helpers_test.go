@@ -29,20 +29,17 @@ type onceReport struct {
 
 // checkExactlyOnce reads item's history from l and fails the test unless
 // every input (cmd.*, in.*) up to the sniper's final state has exactly one
-// decision (a state.snapshot carrying its input_seq, stored after it), no
-// input was decided twice, every bid decision has exactly one out.bid at
-// the decided price, and no out.bid or out.join belongs to anything but a
-// decision.
+// decision (a dec.* message carrying its input_seq, stored after it), no
+// input was decided twice, and every decision that moved the bid sends
+// exactly one BID at the decided price while the others send none.
 func checkExactlyOnce(t *testing.T, l *jetstream.Log, item string) onceReport {
 	t.Helper()
 	recs := history(t, l, item)
 	var rep onceReport
 	inputs := map[uint64]string{}
 	var inputOrder []uint64
-	decided := map[uint64]messages.SnapshotEvent{}
-	var snaps []messages.SnapshotEvent
-	bids := map[uint64][]messages.BidRequest{}
-	joins := map[uint64]int{}
+	decided := map[uint64]messages.DecisionEvent{}
+	var decisions []messages.DecisionEvent
 	terminalAt := uint64(0)
 	for _, r := range recs {
 		_, kind, typ, err := messages.ParseSubject(r.Subject)
@@ -54,38 +51,24 @@ func checkExactlyOnce(t *testing.T, l *jetstream.Log, item string) onceReport {
 			inputs[r.Seq] = kind + "." + typ
 			inputOrder = append(inputOrder, r.Seq)
 			rep.LastInput = r.Seq
-		case messages.KindState:
-			var s messages.SnapshotEvent
+		case messages.KindDec:
+			var s messages.DecisionEvent
 			if err := json.Unmarshal(r.Data, &s); err != nil {
-				t.Fatalf("snapshot %d: %v", r.Seq, err)
+				t.Fatalf("decision %d: %v", r.Seq, err)
+			}
+			if s.Type != typ {
+				t.Errorf("%s: decision %d on %s has type %q", item, r.Seq, r.Subject, s.Type)
 			}
 			if prev, dup := decided[s.InputSeq]; dup {
 				t.Errorf("%s: input %d decided twice: %+v and %+v (at %d)", item, s.InputSeq, prev, s, r.Seq)
 			}
 			if _, ok := inputs[s.InputSeq]; !ok {
-				t.Errorf("%s: snapshot %d decides %d, which is no earlier input of the auction", item, r.Seq, s.InputSeq)
+				t.Errorf("%s: decision %d decides %d, which is no earlier input of the auction", item, r.Seq, s.InputSeq)
 			}
 			decided[s.InputSeq] = s
-			snaps = append(snaps, s)
+			decisions = append(decisions, s)
 			if s.State.Terminal() && terminalAt == 0 {
 				terminalAt = s.InputSeq
-			}
-		case messages.KindOut:
-			switch typ {
-			case messages.TypeBid:
-				var b messages.BidRequest
-				if err := json.Unmarshal(r.Data, &b); err != nil {
-					t.Fatalf("bid %d: %v", r.Seq, err)
-				}
-				bids[b.InputSeq] = append(bids[b.InputSeq], b)
-				rep.Bids++
-			case messages.TypeJoin:
-				var j messages.JoinRequest
-				if err := json.Unmarshal(r.Data, &j); err != nil {
-					t.Fatalf("join %d: %v", r.Seq, err)
-				}
-				joins[j.InputSeq]++
-				rep.Joins++
 			}
 		}
 	}
@@ -100,36 +83,41 @@ func checkExactlyOnce(t *testing.T, l *jetstream.Log, item string) onceReport {
 		}
 	}
 	var lastBid int64
-	for _, s := range snaps {
-		b := bids[s.InputSeq]
+	for _, s := range decisions {
+		var bids []int64
+		for _, r := range s.Send {
+			switch r.Type {
+			case messages.TypeBid:
+				bids = append(bids, r.Price)
+				rep.Bids++
+			case messages.TypeJoin:
+				rep.Joins++
+				if inputs[s.InputSeq] != messages.KindCmd+"."+messages.TypeStart {
+					t.Errorf("%s: the decision of input %d (%s) sends JOIN", item, s.InputSeq, inputs[s.InputSeq])
+				}
+			}
+		}
 		switch {
-		case s.LastBid != lastBid && len(b) != 1:
-			t.Errorf("%s: the decision of input %d bid %d but has %d out.bid", item, s.InputSeq, s.LastBid, len(b))
-		case s.LastBid != lastBid && b[0].Price != s.LastBid:
-			t.Errorf("%s: the decision of input %d bid %d but its out.bid says %d", item, s.InputSeq, s.LastBid, b[0].Price)
-		case s.LastBid == lastBid && len(b) != 0:
-			t.Errorf("%s: the decision of input %d did not change the bid but has %d out.bid", item, s.InputSeq, len(b))
+		case s.LastBid != lastBid && len(bids) != 1:
+			t.Errorf("%s: the decision of input %d bid %d but sends %d BIDs", item, s.InputSeq, s.LastBid, len(bids))
+		case s.LastBid != lastBid && bids[0] != s.LastBid:
+			t.Errorf("%s: the decision of input %d bid %d but sends BID %d", item, s.InputSeq, s.LastBid, bids[0])
+		case s.LastBid == lastBid && len(bids) != 0:
+			t.Errorf("%s: the decision of input %d did not change the bid but sends %d BIDs", item, s.InputSeq, len(bids))
 		}
 		lastBid = s.LastBid
 	}
-	for seq, b := range bids {
-		if _, ok := decided[seq]; !ok {
-			t.Errorf("%s: %d out.bid for input %d, which has no decision", item, len(b), seq)
-		}
-	}
-	for seq, n := range joins {
-		if _, ok := decided[seq]; !ok || n != 1 {
-			t.Errorf("%s: %d out.join for input %d (decided: %v)", item, n, seq, ok)
-		}
+	if rep.Joins > 1 {
+		t.Errorf("%s: %d decisions send JOIN, want one", item, rep.Joins)
 	}
 	return rep
 }
 
-// waitAllDecided waits until item's last snapshot has decided its last
+// waitAllDecided waits until item's last decision has decided its last
 // input (or the sniper is finished).
 func waitAllDecided(t *testing.T, l *jetstream.Log, item string) {
 	t.Helper()
-	var last jetstream.StoredSnapshot
+	var last jetstream.StoredDecision
 	var lastInput uint64
 	testkit.Eventually(t, testkit.WaitTimeout, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -143,10 +131,10 @@ func waitAllDecided(t *testing.T, l *jetstream.Log, item string) {
 				lastInput = r.Seq
 			}
 		}
-		s, err := l.LastSnapshot(ctx, item)
+		s, err := l.LastDecision(ctx, item)
 		last = s
 		return err == nil && (s.InputSeq >= lastInput || s.State.Terminal())
-	}, "%s: the last input never got decided (last snapshot %+v, last input %d)", item, &last, &lastInput)
+	}, "%s: the last input never got decided (last decision %+v, last input %d)", item, &last, &lastInput)
 }
 
 // countSubject counts the messages of item's history on kind.typ.

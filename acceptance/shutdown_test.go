@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	natsjs "github.com/nats-io/nats.go/jetstream"
-
 	"sniper/jetstream"
 	"sniper/messages"
 	"sniper/testkit"
@@ -18,7 +16,7 @@ import (
 // SIGTERM (App.Stop, which is what cmd/sniper calls on it) in the middle
 // of a burst of 50 PRICEs: the stop takes well under 10 s, and after a
 // restart on the same data dir every price that reached the log is
-// decided exactly once, with exactly one out.bid per bid decision, and
+// decided exactly once, with exactly one BID per bid decision, and
 // every BID reaches the auction. Prices that bounced at the XMPP server
 // while the sniper was down never reached the log and are not counted:
 // the auction house's next PRICE carries the current price anyway.
@@ -54,7 +52,7 @@ func TestStopDuringABurstLosesNothing(t *testing.T) {
 			}
 		}
 		s := stopped{pricesAtStop: prices(l)}
-		if snap, err := l.LastSnapshot(context.Background(), item1); err == nil {
+		if snap, err := l.LastDecision(context.Background(), item1); err == nil {
 			s.decidedAtStop = snap.InputSeq
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -110,12 +108,17 @@ func TestStopDuringABurstLosesNothing(t *testing.T) {
 func prices(l *jetstream.Log) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	subject := messages.Subject(item1, messages.KindIn, messages.TypePrice)
-	info, err := l.Stream().Info(ctx, natsjs.WithSubjectFilter(subject))
+	recs, err := l.History(ctx, item1)
 	if err != nil {
 		return -1
 	}
-	return int(info.State.Subjects[subject])
+	n := 0
+	for _, r := range recs {
+		if r.Subject == messages.Subject(item1, messages.KindIn, messages.TypePrice) {
+			n++
+		}
+	}
+	return n
 }
 
 func bidPrices(t *testing.T, l *jetstream.Log, item string) []int64 {
@@ -128,12 +131,17 @@ func bidPrices(t *testing.T, l *jetstream.Log, item string) []int64 {
 	}
 	var out []int64
 	for _, r := range recs {
-		if r.Subject == messages.Subject(item, messages.KindOut, messages.TypeBid) {
-			var b messages.BidRequest
-			if err := json.Unmarshal(r.Data, &b); err != nil {
-				t.Fatal(err)
+		if r.Subject != messages.DecisionSubject(item, messages.TypeBid) {
+			continue
+		}
+		var d messages.DecisionEvent
+		if err := json.Unmarshal(r.Data, &d); err != nil {
+			t.Fatal(err)
+		}
+		for _, req := range d.Send {
+			if req.Type == messages.TypeBid {
+				out = append(out, req.Price)
 			}
-			out = append(out, b.Price)
 		}
 	}
 	return out

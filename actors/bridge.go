@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	natsjs "github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 	"mellium.im/xmpp/jid"
 
@@ -245,183 +244,269 @@ func (in *Inbound) store(item, subject string, payload any) {
 	}
 }
 
-// Outbound sends the sniper's JOIN and BID requests from the log to the
-// auction house, in log order, acking each only once it is on the wire.
+// OutboundFollowerName names the outbound bridge's follower of the
+// decisions that send something, and its checkpoint in the log.
+const OutboundFollowerName = "outbound"
+
+// maxSendsInFlight bounds how many auctions' requests are on their way to
+// the XMPP server at once.
+const maxSendsInFlight = 64
+
+// Outbound sends the requests of the sniper's decisions (JOIN, BID) to the
+// auction house. Each auction's requests go out in log order (a JOIN
+// before its BIDs); different auctions do not wait on each other: each
+// auction with requests to send has a worker, which ends when its queue is
+// empty. What was sent is read from the log once, at start, and kept in
+// memory.
 type Outbound struct {
 	deps     Deps
 	id       Identity
 	chat     Chat
 	observer BridgeObserver
+	log      *slog.Logger
+	follower *jetstream.Follower
+	sem      chan struct{}
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	log    *slog.Logger
+	mu     sync.Mutex
+	sent   map[string]uint64               // per item: the last decision whose requests are settled
+	queues map[string][]jetstream.Delivery // per item with a worker: decisions not sent yet
+
+	stopReading context.CancelFunc
+	readDone    chan struct{}
+	workCtx     context.Context // ends the workers' retries
+	stopWork    context.CancelFunc
+	workers     sync.WaitGroup
+	stopOnce    sync.Once
 }
 
-// StartOutbound starts following the outbound requests.
+// StartOutbound reads what was sent and starts following the decisions
+// from the bridge's checkpoint.
 func StartOutbound(ctx context.Context, deps Deps, id Identity, chat Chat, observer BridgeObserver) (*Outbound, error) {
-	cons, err := deps.Log.OutboundConsumer(ctx)
+	logger := deps.Logger.With("component", "xmpp-out")
+	sent, err := deps.Log.SentUpTo(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("outbound bridge: %w", err)
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	o := &Outbound{deps: deps, id: id, chat: chat, observer: observer, cancel: cancel, log: deps.Logger.With("component", "xmpp-out")}
-	o.wg.Add(1)
-	go o.run(runCtx, cons)
+	f, err := deps.Log.Follower(ctx, jetstream.FollowSpec{
+		Name: OutboundFollowerName,
+		Filters: []string{
+			messages.DecisionSubject("*", messages.TypeJoin),
+			messages.DecisionSubject("*", messages.TypeBid),
+		},
+		Checkpointed:    true,
+		CheckpointEvery: deps.CheckpointEvery,
+		Logger:          logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbound bridge: %w", err)
+	}
+	o := &Outbound{deps: deps, id: id, chat: chat, observer: observer, log: logger, follower: f,
+		sem: make(chan struct{}, maxSendsInFlight), sent: sent, queues: map[string][]jetstream.Delivery{}, readDone: make(chan struct{})}
+	readCtx, stopReading := context.WithCancel(context.Background())
+	o.stopReading = stopReading
+	o.workCtx, o.stopWork = context.WithCancel(context.Background())
+	go func() {
+		defer close(o.readDone)
+		_ = f.Run(readCtx, o.dispatch)
+	}()
 	return o, nil
 }
 
-// Stop stops sending; a request not yet acked is sent again next time.
-func (o *Outbound) Stop() {
-	o.cancel()
-	o.wg.Wait()
+// Stop stops reading decisions and lets the workers send what they hold
+// for up to grace; what is not sent by then stays above the checkpoint
+// and goes out after the next start. Calling it again does nothing.
+func (o *Outbound) Stop(grace time.Duration) {
+	o.stopOnce.Do(func() {
+		o.stopReading()
+		<-o.readDone
+		done := make(chan struct{})
+		go func() {
+			o.workers.Wait()
+			close(done)
+		}()
+		t := time.NewTimer(grace)
+		select {
+		case <-done:
+		case <-t.C:
+			o.log.Warn("requests still unsent at shutdown; they go out after the next start", "pending", o.follower.Pending())
+			o.stopWork()
+			<-done
+		}
+		t.Stop()
+		o.stopWork()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := o.follower.SaveCheckpoint(ctx); err != nil {
+			o.log.Warn("cannot write the outbound checkpoint; the next start reads more of the log again", "error", err)
+		}
+	})
 }
 
-func (o *Outbound) run(ctx context.Context, cons natsjs.Consumer) {
-	defer o.wg.Done()
+// Backlog is how many decisions the bridge was handed and has not
+// finished sending.
+func (o *Outbound) Backlog() int { return o.follower.Pending() }
+
+// dispatch queues a decision for its auction's worker, starting one if
+// the auction has none. It runs on the follower's goroutine.
+func (o *Outbound) dispatch(d jetstream.Delivery) {
+	item, _, _, err := messages.ParseSubject(d.Subject)
+	if err != nil {
+		o.log.Error("decision on a bad subject ignored", "subject", d.Subject, "error", err)
+		o.follower.Done(d.Seq)
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if d.Seq <= o.sent[item] {
+		o.follower.Done(d.Seq) // sent before a restart
+		return
+	}
+	q, running := o.queues[item]
+	o.queues[item] = append(q, d)
+	if !running {
+		o.workers.Add(1)
+		go o.work(item)
+	}
+}
+
+// work sends one auction's queued decisions in order until none is left.
+func (o *Outbound) work(item string) {
+	defer o.workers.Done()
+	for {
+		o.mu.Lock()
+		q := o.queues[item]
+		if len(q) == 0 {
+			delete(o.queues, item)
+			o.mu.Unlock()
+			return
+		}
+		d := q[0]
+		o.mu.Unlock()
+		if !o.deliver(item, d) {
+			return // stopping: the rest stays above the checkpoint
+		}
+		o.mu.Lock()
+		o.queues[item] = o.queues[item][1:]
+		o.sent[item] = max(o.sent[item], d.Seq)
+		o.mu.Unlock()
+		o.follower.Done(d.Seq)
+	}
+}
+
+// deliver sends one decision's requests, retrying what fails, and records
+// in the log that they went out; false means the bridge is stopping.
+func (o *Outbound) deliver(item string, d jetstream.Delivery) bool {
+	var dec messages.DecisionEvent
+	if err := json.Unmarshal(d.Data, &dec); err != nil {
+		o.log.Error("unreadable decision not sent", "item", item, "seq", d.Seq, "error", err)
+		return true
+	}
+	bodies := make([]string, 0, len(dec.Send))
+	for _, r := range dec.Send {
+		body, err := r.Body()
+		if err != nil {
+			o.log.Error("unsendable request dropped", "item", item, "seq", d.Seq, "error", err)
+			continue
+		}
+		bodies = append(bodies, body)
+	}
+	to, err := o.id.AuctionJID(item)
+	if err != nil {
+		o.log.Error("no auction address; request dropped", "item", item, "error", err)
+		return true
+	}
 	failing := false
-	// Stopping quiesces the feed: requests already delivered are still
-	// sent (or given back) and acked; the rest wait in the log.
-	follow(context.Background(), ctx, o.deps.Log, o.log, "outbound feed", cons, o.deps.Log.OutboundConsumer, func(msg natsjs.Msg) bool {
-		item, body, err := o.render(msg)
-		if err != nil {
-			o.log.Error("unsendable outbound request dropped", "subject", msg.Subject(), "error", err)
-			_ = msg.Term()
-			return true
-		}
-		// Not ctx: once Stop has cancelled it, the feed still finishes the
-		// requests already delivered to it (see follow), which needs a
-		// context that works; send's own timeouts bound it.
-		sent, err := o.send(context.WithoutCancel(ctx), msg, item, body)
-		if sent && err == nil {
-			o.deps.writeSucceeded() // the record of it is in the log
-		}
-		if err != nil && sent {
-			// On the wire, but the log did not take the record (full,
-			// unreachable): resending would repeat the request every
-			// retry for as long as the log refuses writes. The ack is
-			// what is left to keep it from going again.
-			o.deps.writeFailed(err)
-			o.log.Error("sent, but the log did not take the record of it; acking so as not to resend", "item", item, "error", err)
-			err = nil
-		}
-		if err != nil && errors.Is(err, xmppclient.ErrUndelivered) && o.giveUp(msg, item, body, err) {
-			err = nil
-		}
-		if err != nil {
+	for _, body := range bodies {
+		for {
+			err := o.send(to, body)
+			if err == nil {
+				break
+			}
+			if errors.Is(err, xmppclient.ErrUndelivered) && time.Since(d.Time) >= o.undeliverableFor() {
+				o.giveUp(item, d, body, err)
+				return true
+			}
 			if !failing {
 				o.log.Warn("cannot send to the auction house; will retry", "item", item, "error", err)
 				failing = true
 			}
-			_ = msg.NakWithDelay(500 * time.Millisecond)
-			return true
+			t := time.NewTimer(500 * time.Millisecond)
+			select {
+			case <-o.workCtx.Done():
+				t.Stop()
+				return false
+			case <-t.C:
+			}
 		}
-		if failing {
-			o.log.Info("sending to the auction house again", "item", item)
-			failing = false
-		}
-		if sent && o.observer != nil && strings.HasSuffix(msg.Subject(), "."+messages.TypeBid) {
+		o.log.Debug("sent", "item", item, "body", body)
+		o.deps.fault(FaultAfterSend, item)
+		if o.observer != nil && dec.Type == messages.TypeBid {
 			o.observer.BidSent(item)
 		}
-		_ = msg.Ack()
-		return true
-	})
+	}
+	if failing {
+		o.log.Info("sending to the auction house again", "item", item)
+	}
+	o.record(item, d.Seq, strings.Join(bodies, "\n"))
+	return true
 }
 
-// send writes one request to the auction house unless the log says it
-// already went out, then records that it did. The record, not the
-// consumer's ack, is what keeps resends after a crash to the send window:
-// JetStream flushes consumer acks to disk asynchronously (batched every
-// 100 ms), so a crash can forget the acks of requests sent well before it,
-// while the record is a stream write, synced like every other. Only a
-// crash between the XMPP write and the record resends a message.
-func (o *Outbound) send(ctx context.Context, msg natsjs.Msg, item, body string) (sent bool, err error) {
-	meta, err := msg.Metadata()
-	if err != nil {
-		return false, err
+// send is one XMPP send, within the bound on sends in flight.
+func (o *Outbound) send(to jid.JID, body string) error {
+	select {
+	case o.sem <- struct{}{}:
+	case <-o.workCtx.Done():
+		return o.workCtx.Err()
 	}
-	seq := meta.Sequence.Stream
-	sentSubject := messages.Subject(item, messages.KindOut, messages.TypeSent)
-	lookup, cancel := context.WithTimeout(ctx, 5*time.Second)
-	last, err := o.deps.Log.LastSentSeq(lookup, sentSubject)
-	cancel()
-	if err != nil {
-		return false, err
-	}
-	if last >= seq {
-		o.log.Debug("already sent, not resending", "item", item, "seq", seq)
-		return false, nil
-	}
-	to, err := o.id.AuctionJID(item)
-	if err != nil {
-		return false, fmt.Errorf("auction address for %s: %w", item, err)
-	}
-	// The session's own lifetime bounds the write (see xmppclient); a
-	// per-send deadline here would race mellium's writer.
-	if err := o.chat.Send(ctx, to, body); err != nil {
-		return false, err
-	}
-	o.log.Debug("sent", "item", item, "body", body)
-	o.deps.fault(FaultAfterSend, item)
+	defer func() { <-o.sem }()
+	// The session's own limits bound the write and its confirmation (see
+	// xmppclient).
+	return o.chat.Send(o.workCtx, to, body)
+}
+
+// record appends out.sent: the bridge's durable memory of what went out.
+// It, not the follower's checkpoint, is what keeps a restart from
+// resending: only a crash between the XMPP send and this write resends a
+// request. When the log does not take it, the request is not sent again
+// (that would repeat it for as long as the log refuses writes).
+func (o *Outbound) record(item string, seq uint64, body string) {
 	rec := messages.SentEvent{Type: messages.TypeSent, Item: item, OutSeq: seq, Body: body}
-	appendCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(o.workCtx, 5*time.Second)
 	defer cancel()
-	if _, err := o.deps.Log.Append(appendCtx, sentSubject, rec, jetstream.WithMsgID(item+"/sent/"+strconv.FormatUint(seq, 10))); err != nil {
-		return true, fmt.Errorf("record that %s was sent: %w", msg.Subject(), err)
+	subject := messages.Subject(item, messages.KindOut, messages.TypeSent)
+	if _, err := o.deps.Log.Append(ctx, subject, rec, jetstream.WithMsgID(item+"/sent/"+strconv.FormatUint(seq, 10))); err != nil {
+		o.deps.writeFailed(err)
+		o.log.Error("sent, but the log did not take the record of it; not resending", "item", item, "seq", seq, "error", err)
+		return
 	}
-	return true, nil
+	o.deps.writeSucceeded()
 }
 
 // DefaultUndeliverableFor is how long the bridge retries a request the
 // XMPP server bounces (the auction's account is offline: an auction house
-// restarting) before it gives up on it. Requests go out one at a time, in
-// log order, so one auction that never comes back must not hold every
-// other auction's bids for longer than this.
+// restarting) before it gives up on it.
 const DefaultUndeliverableFor = 30 * time.Second
 
-// giveUp reports whether a bounced request is old enough to abandon, and
-// if so records why in the log, for the auction's history.
-func (o *Outbound) giveUp(msg natsjs.Msg, item, body string, cause error) bool {
-	meta, err := msg.Metadata()
-	limit := o.deps.UndeliverableFor
-	if limit == 0 {
-		limit = DefaultUndeliverableFor
+func (o *Outbound) undeliverableFor() time.Duration {
+	if o.deps.UndeliverableFor > 0 {
+		return o.deps.UndeliverableFor
 	}
-	if err != nil || time.Since(meta.Timestamp) < limit {
-		return false
-	}
+	return DefaultUndeliverableFor
+}
+
+// giveUp records in the log why a bounced request was abandoned, for the
+// auction's history.
+func (o *Outbound) giveUp(item string, d jetstream.Delivery, body string, cause error) {
 	o.log.Error("the auction house does not take this request; giving up on it", "item", item, "body", body,
-		"decided", meta.Timestamp, "error", cause)
-	rec := messages.UndeliveredEvent{Type: messages.TypeUndelivered, Item: item, OutSeq: meta.Sequence.Stream, Body: body, Reason: cause.Error()}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		"decided", d.Time, "error", cause)
+	rec := messages.UndeliveredEvent{Type: messages.TypeUndelivered, Item: item, OutSeq: d.Seq, Body: body, Reason: cause.Error()}
+	ctx, cancel := context.WithTimeout(o.workCtx, 5*time.Second)
 	defer cancel()
 	subject := messages.Subject(item, messages.KindOut, messages.TypeUndelivered)
-	id := item + "/undelivered/" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	id := item + "/undelivered/" + strconv.FormatUint(d.Seq, 10)
 	if _, err := o.deps.Log.Append(ctx, subject, rec, jetstream.WithMsgID(id)); err != nil {
 		o.log.Warn("cannot record the undelivered request", "item", item, "error", err)
 	}
-	return true
-}
-
-func (o *Outbound) render(msg natsjs.Msg) (item, body string, err error) {
-	item, kind, typ, err := messages.ParseSubject(msg.Subject())
-	if err != nil || kind != messages.KindOut {
-		return "", "", fmt.Errorf("not an outbound request: %s", msg.Subject())
-	}
-	switch typ {
-	case messages.TypeJoin:
-		return item, messages.EncodeJoin(), nil
-	case messages.TypeBid:
-		var b messages.BidRequest
-		if err := json.Unmarshal(msg.Data(), &b); err != nil {
-			return "", "", fmt.Errorf("decode bid: %w", err)
-		}
-		if b.Price <= 0 {
-			return "", "", fmt.Errorf("bid price %d is not positive", b.Price)
-		}
-		return item, messages.EncodeBid(b.Price), nil
-	}
-	return "", "", fmt.Errorf("unknown outbound request type %q", typ)
 }
 
 func truncate(s string, n int) string {

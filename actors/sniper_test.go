@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -61,19 +62,33 @@ func history(t *testing.T, log *jetstream.Log, item string) []jetstream.Record {
 	return recs
 }
 
-// snapshots returns the auction's snapshots in log order.
-func snapshots(t *testing.T, log *jetstream.Log, item string) []messages.SnapshotEvent {
+// decisions returns the auction's decisions in log order.
+func decisions(t *testing.T, log *jetstream.Log, item string) []messages.DecisionEvent {
 	t.Helper()
-	var out []messages.SnapshotEvent
+	var out []messages.DecisionEvent
 	for _, r := range history(t, log, item) {
-		if r.Subject != messages.Subject(item, messages.KindState, messages.TypeSnapshot) {
+		if _, kind, _, _ := messages.ParseSubject(r.Subject); kind != messages.KindDec {
 			continue
 		}
-		var s messages.SnapshotEvent
+		var s messages.DecisionEvent
 		if err := json.Unmarshal(r.Data, &s); err != nil {
-			t.Fatalf("decode snapshot %d: %v", r.Seq, err)
+			t.Fatalf("decode decision %d: %v", r.Seq, err)
 		}
 		out = append(out, s)
+	}
+	return out
+}
+
+// bids returns the prices of the auction's bid decisions, in log order.
+func bids(t *testing.T, log *jetstream.Log, item string) []int64 {
+	t.Helper()
+	var out []int64
+	for _, d := range decisions(t, log, item) {
+		for _, r := range d.Send {
+			if r.Type == messages.TypeBid {
+				out = append(out, r.Price)
+			}
+		}
 	}
 	return out
 }
@@ -88,16 +103,16 @@ func count(recs []jetstream.Record, subject string) int {
 	return n
 }
 
-// waitDecided waits until the auction's last snapshot has decided seq.
-func waitDecided(t *testing.T, log *jetstream.Log, item string, seq uint64) messages.SnapshotEvent {
+// waitDecided waits until the auction's last decision has decided seq.
+func waitDecided(t *testing.T, log *jetstream.Log, item string, seq uint64) messages.DecisionEvent {
 	t.Helper()
-	var last jetstream.StoredSnapshot
+	var last jetstream.StoredDecision
 	testkit.Eventually(t, 10*time.Second, func() bool {
-		s, err := log.LastSnapshot(context.Background(), item)
+		s, err := log.LastDecision(context.Background(), item)
 		last = s
 		return err == nil && s.InputSeq >= seq
-	}, "input %d of %s never decided (last snapshot %+v)", seq, item, &last)
-	return last.SnapshotEvent
+	}, "input %d of %s never decided (last decision %+v)", seq, item, &last)
+	return last.DecisionEvent
 }
 
 func TestStartJoinsAndBids(t *testing.T) {
@@ -107,12 +122,12 @@ func TestStartJoinsAndBids(t *testing.T) {
 
 	seq := start(t, n.Log, item, 1100)
 	s := waitDecided(t, n.Log, item, seq)
-	if s.State != auction.Joining || s.StopPrice != 1100 {
-		t.Fatalf("after start: %+v, want Joining with stop price 1100", s)
+	if s.State != auction.Joining || s.StopPrice != 1100 || s.Type != messages.TypeJoin {
+		t.Fatalf("after start: %+v, want a join decision, Joining with stop price 1100", s)
 	}
 	recs := history(t, n.Log, item)
-	if got := count(recs, messages.Subject(item, messages.KindOut, messages.TypeJoin)); got != 1 {
-		t.Fatalf("out.join messages = %d, want 1", got)
+	if got := count(recs, messages.DecisionSubject(item, messages.TypeJoin)); got != 1 {
+		t.Fatalf("dec.join messages = %d, want 1", got)
 	}
 
 	seq = price(t, n.Log, item, 1000, 98, "other bidder", false)
@@ -120,44 +135,32 @@ func TestStartJoinsAndBids(t *testing.T) {
 	if s.State != auction.Bidding || s.LastPrice != 1000 || s.LastBid != 1098 {
 		t.Fatalf("after price: %+v, want Bidding(1000, 1098)", s)
 	}
-	recs = history(t, n.Log, item)
-	var bids []messages.BidRequest
-	for _, r := range recs {
-		if r.Subject == messages.Subject(item, messages.KindOut, messages.TypeBid) {
-			var b messages.BidRequest
-			_ = json.Unmarshal(r.Data, &b)
-			bids = append(bids, b)
-		}
+	// The decision is one message: the state and what to send, together.
+	want := []messages.Request{{Type: messages.TypeBid, Price: 1098}}
+	if s.Type != messages.TypeBid || !reflect.DeepEqual(s.Send, want) || s.InputSeq != seq {
+		t.Fatalf("decision %+v, want a bid decision sending %v for input %d", s, want, seq)
 	}
-	if len(bids) != 1 || bids[0].Price != 1098 || bids[0].InputSeq != seq {
-		t.Fatalf("bids = %+v, want exactly one at 1098 for input %d", bids, seq)
-	}
-	// The decision is one atomic batch: snapshot, then its outputs, with no
-	// other write of this auction in between.
-	for i, r := range recs {
-		if r.Subject == messages.Subject(item, messages.KindOut, messages.TypeBid) {
-			if recs[i-1].Subject != messages.Subject(item, messages.KindState, messages.TypeSnapshot) || recs[i-1].Seq != r.Seq-1 {
-				t.Fatalf("bid at %d does not directly follow its snapshot: %+v", r.Seq, recs[i-1])
-			}
-		}
+	if got := count(history(t, n.Log, item), messages.DecisionSubject(item, messages.TypeBid)); got != 1 {
+		t.Fatalf("dec.bid messages = %d, want 1", got)
 	}
 }
 
-func TestRedeliveredInputIsNotDecidedAgain(t *testing.T) {
+// A sniper that fails right after its decision is in the log (before the
+// checkpoint could move past the input) is given the input again by the
+// restart from its last decision, and skips it.
+func TestInputDecidedBeforeAFailureIsNotDecidedAgain(t *testing.T) {
 	n := testkit.StartNATS(t)
 	const item = "item-redeliver"
-	// Crash the sniper once right after its decision is committed and
-	// before the input is acked: the input comes back and must be skipped.
 	var crashes atomic.Int32
 	startSystem(t, n, func(point, it string) {
 		if point == actors.FaultAfterCommit && it == item && crashes.Add(1) == 2 {
-			panic("test crash between commit and ack")
+			panic("test crash between commit and the checkpoint")
 		}
 	})
 	start(t, n.Log, item, 1100)
 	seq := price(t, n.Log, item, 1000, 98, "other bidder", false)
 	waitDecided(t, n.Log, item, seq)
-	// A later input proves the sniper is past the redelivery.
+	// A later input proves the sniper is past the failure.
 	seq2 := price(t, n.Log, item, 1098, 2, "sniper", true)
 	s := waitDecided(t, n.Log, item, seq2)
 	if s.State != auction.Winning {
@@ -166,20 +169,19 @@ func TestRedeliveredInputIsNotDecidedAgain(t *testing.T) {
 	if crashes.Load() < 2 {
 		t.Fatalf("the crash never happened")
 	}
-	recs := history(t, n.Log, item)
-	if got := count(recs, messages.Subject(item, messages.KindOut, messages.TypeBid)); got != 1 {
-		t.Fatalf("out.bid messages = %d, want 1 (the redelivered price decided twice?)", got)
+	if got := bids(t, n.Log, item); len(got) != 1 {
+		t.Fatalf("bids %v, want one (the price decided twice?)", got)
 	}
 	assertOneDecisionPerInput(t, n.Log, item)
 }
 
 // assertOneDecisionPerInput checks the exactly-once property on the log:
-// every snapshot names a distinct input, in increasing order.
+// every decision names a distinct input, in increasing order.
 func assertOneDecisionPerInput(t *testing.T, log *jetstream.Log, item string) {
 	t.Helper()
 	seen := map[uint64]bool{}
 	var last uint64
-	for _, s := range snapshots(t, log, item) {
+	for _, s := range decisions(t, log, item) {
 		if seen[s.InputSeq] {
 			t.Fatalf("input %d of %s decided twice", s.InputSeq, item)
 		}
@@ -190,7 +192,7 @@ func assertOneDecisionPerInput(t *testing.T, log *jetstream.Log, item string) {
 	}
 }
 
-func TestPanickingSniperIsRestartedFromItsSnapshot(t *testing.T) {
+func TestPanickingSniperRetriesFromItsLastDecision(t *testing.T) {
 	n := testkit.StartNATS(t)
 	const item = "item-panic"
 	var panics atomic.Int32
@@ -212,8 +214,8 @@ func TestPanickingSniperIsRestartedFromItsSnapshot(t *testing.T) {
 	}
 	_ = seq
 	assertOneDecisionPerInput(t, n.Log, item)
-	if got := len(snapshots(t, n.Log, item)); got != 4 {
-		t.Fatalf("%d snapshots, want 4 (one per input)", got)
+	if got := len(decisions(t, n.Log, item)); got != 4 {
+		t.Fatalf("%d decisions, want 4 (one per input)", got)
 	}
 }
 
@@ -222,7 +224,7 @@ func TestRestartOnTheSameDataDirContinues(t *testing.T) {
 	n := testkit.StartNATSIn(t, dir)
 	sys := startSystem(t, n, nil)
 	items := []string{"item-a", "item-b", "item-c"}
-	want := map[string]messages.SnapshotEvent{}
+	want := map[string]messages.DecisionEvent{}
 	for i, item := range items {
 		start(t, n.Log, item, 1000)
 		seq := price(t, n.Log, item, int64(100*(i+1)), 10, "other", false)
@@ -234,16 +236,16 @@ func TestRestartOnTheSameDataDirContinues(t *testing.T) {
 	n2 := testkit.StartNATSIn(t, dir)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	snaps, err := n2.Log.Snapshots(ctx)
+	snaps, err := n2.Log.Decisions(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(snaps) != len(items) {
-		t.Fatalf("%d snapshots after restart, want %d", len(snaps), len(items))
+		t.Fatalf("%d decisions after restart, want %d", len(snaps), len(items))
 	}
 	for _, s := range snaps {
-		if s.SnapshotEvent != want[s.Item] {
-			t.Fatalf("after restart %s is %+v, want %+v", s.Item, s.SnapshotEvent, want[s.Item])
+		if !reflect.DeepEqual(s.DecisionEvent, want[s.Item]) {
+			t.Fatalf("after restart %s is %+v, want %+v", s.Item, s.DecisionEvent, want[s.Item])
 		}
 	}
 	startSystem(t, n2, nil)
@@ -253,7 +255,7 @@ func TestRestartOnTheSameDataDirContinues(t *testing.T) {
 		if s.State != auction.Bidding || s.LastBid != 505 {
 			t.Fatalf("%s after restart: %+v, want Bidding with bid 505", item, s)
 		}
-		if got := count(history(t, n2.Log, item), messages.Subject(item, messages.KindOut, messages.TypeJoin)); got != 1 {
+		if got := count(history(t, n2.Log, item), messages.DecisionSubject(item, messages.TypeJoin)); got != 1 {
 			t.Fatalf("%s: %d joins, want 1 (restart re-joined)", item, got)
 		}
 	}
@@ -280,28 +282,34 @@ func TestTwoSystemsOnOneLogDecideEachInputOnce(t *testing.T) {
 			t.Fatalf("%s: %+v, want last bid 201", item, s)
 		}
 		assertOneDecisionPerInput(t, n.Log, item)
-		if got := count(history(t, n.Log, item), messages.Subject(item, messages.KindOut, messages.TypeBid)); got != 20 {
-			t.Fatalf("%s: %d bids, want 20", item, got)
+		if got := bids(t, n.Log, item); len(got) != 20 {
+			t.Fatalf("%s: bids %v, want 20", item, got)
 		}
 	}
 }
 
 func TestFinishedSniperIgnoresLaterInputs(t *testing.T) {
 	n := testkit.StartNATS(t)
-	startSystem(t, n, nil)
+	sys := startSystem(t, n, nil)
 	const item = "item-done"
 	start(t, n.Log, item, 1100)
 	seq := closeAuction(t, n.Log, item)
 	if s := waitDecided(t, n.Log, item, seq); s.State != auction.Lost {
 		t.Fatalf("state %s, want Lost", s.State)
 	}
-	// Its consumer is gone once it finished.
+	// The finished sniper leaves memory.
+	var counts actors.SniperCounts
 	testkit.Eventually(t, 5*time.Second, func() bool {
-		_, err := n.Log.JetStream().Consumer(context.Background(), jetstream.StreamName, jetstream.InputConsumerName(item))
-		return err != nil
-	}, "input consumer of a finished sniper still exists")
+		counts, _ = sys.Counts(context.Background())
+		return counts.Live == 0 && counts.Finished == 1
+	}, "a finished sniper is still live: %+v", &counts)
 	price(t, n.Log, item, 2000, 1, "other", false)
-	if got := len(snapshots(t, n.Log, item)); got != 2 {
-		t.Fatalf("%d snapshots, want 2", got)
-	}
+	testkit.Consistently(t, 500*time.Millisecond, func() error {
+		if got := len(decisions(t, n.Log, item)); got != 2 {
+			return fmt.Errorf("a finished sniper decided a later input: %d decisions, want 2", got)
+		}
+		return nil
+	})
+	testkit.Eventually(t, 5*time.Second, func() bool { return sys.InputBacklog() == 0 },
+		"the later input was never settled")
 }

@@ -1,20 +1,33 @@
 package actors
 
 import (
-	"errors"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"sniper/jetstream"
+	"sniper/messages"
 )
 
-// SpawnSniper asks the supervisor for a sniper on Item; it answers with
-// *actor.PID once the sniper exists (new or already running).
-type SpawnSniper struct{ Item string }
+// recovered hands the supervisor every auction's last decision at start;
+// it answers true once it has taken them.
+type recovered struct{ decisions []jetstream.StoredDecision }
 
-// supervisor is the root of the sniper actors: it spawns one child per
-// auction, named by item, and restarts a child that panics. A restarted
-// child rebuilds itself from its last snapshot in the log.
-type supervisor struct{ deps Deps }
+// supervisor is the root of the sniper actors. It routes every input of
+// the log (from the one input follower) to the sniper of its auction, in
+// log order, spawning the sniper on the auction's start command or, for an
+// auction recovered from the log, on its first input after the restart: an
+// auction nobody talks to costs its last decision in a map, no actor. It
+// restarts a child that panics outside a decision; that child rebuilds
+// itself from the log.
+type supervisor struct {
+	deps Deps
+	live map[string]*actor.PID
+	// dormant holds the last decision of every unfinished auction that
+	// has no actor yet.
+	dormant  map[string]jetstream.StoredDecision
+	finished map[string]bool
+}
 
 // SupervisorProps builds the supervisor. A child that fails more than 10
 // times a minute is stopped, not restarted forever; its inputs stay in the
@@ -26,19 +39,87 @@ func SupervisorProps(deps Deps) *actor.Props {
 		deps.Logger.Debug("restarting a failed sniper", "reason", reason)
 		return actor.RestartDirective
 	}
-	return actor.PropsFromProducer(func() actor.Actor { return &supervisor{deps: deps} },
-		actor.WithSupervisor(actor.NewOneForOneStrategy(10, time.Minute, decider)))
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &supervisor{deps: deps, live: map[string]*actor.PID{}, dormant: map[string]jetstream.StoredDecision{}, finished: map[string]bool{}}
+	}, actor.WithSupervisor(actor.NewOneForOneStrategy(10, time.Minute, decider)))
 }
 
 func (s *supervisor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case SpawnSniper:
-		pid, err := ctx.SpawnNamed(newSniperProps(s.deps, m.Item), m.Item)
-		if err != nil && !errors.Is(err, actor.ErrNameExists) {
-			s.deps.Logger.Error("cannot spawn sniper", "item", m.Item, "error", err)
+	case recovered:
+		for _, d := range m.decisions {
+			if d.State.Terminal() {
+				s.finished[d.Item] = true
+			} else {
+				s.dormant[d.Item] = d
+			}
 		}
-		if ctx.Sender() != nil {
-			ctx.Respond(pid)
+		ctx.Respond(true)
+	case input:
+		s.route(ctx, m)
+	case sniperFinished:
+		if pid, ok := s.live[m.item]; ok {
+			delete(s.live, m.item)
+			s.finished[m.item] = true
+			// Poison, not Stop: inputs routed to it before this message
+			// are still in its mailbox, and it settles them first.
+			ctx.Poison(pid)
 		}
+	case countSnipers:
+		ctx.Respond(SniperCounts{Live: len(s.live), Dormant: len(s.dormant), Finished: len(s.finished)})
 	}
+}
+
+// route hands one input to its auction's sniper. An input no sniper will
+// decide (a finished auction's, one for an auction never started, one on
+// a subject that names no auction) is settled at once.
+func (s *supervisor) route(ctx actor.Context, in input) {
+	item, kind, typ, err := messages.ParseSubject(in.Subject)
+	if err == nil {
+		err = messages.ValidItem(item)
+	}
+	if err != nil {
+		s.deps.Logger.Warn("ignoring an input on a bad subject", "subject", in.Subject, "seq", in.Seq, "error", err)
+		s.deps.inputDone(in.Seq)
+		return
+	}
+	if pid, ok := s.live[item]; ok {
+		ctx.Send(pid, in)
+		return
+	}
+	if s.finished[item] {
+		s.deps.inputDone(in.Seq)
+		return
+	}
+	last, known := s.dormant[item]
+	if !known && (kind != messages.KindCmd || typ != messages.TypeStart) {
+		s.deps.Logger.Debug("ignoring an input for an auction that was never started", "item", item, "seq", in.Seq)
+		s.deps.inputDone(in.Seq)
+		return
+	}
+	var from *jetstream.StoredDecision
+	if known {
+		from = &last
+		delete(s.dormant, item)
+	}
+	pid, err := ctx.SpawnNamed(newSniperProps(s.deps, item, from), item)
+	if err != nil {
+		// The name is taken only by a sniper that finished and is still
+		// stopping: nothing more to decide.
+		s.deps.Logger.Error("cannot spawn sniper", "item", item, "error", err)
+		s.deps.inputDone(in.Seq)
+		return
+	}
+	s.live[item] = pid
+	ctx.Send(pid, in)
+}
+
+// countSnipers asks the supervisor for SniperCounts.
+type countSnipers struct{}
+
+// SniperCounts is how many auctions the supervisor knows, by kind.
+type SniperCounts struct {
+	Live     int // with an actor
+	Dormant  int // unfinished, no input since the start of the process
+	Finished int
 }

@@ -108,7 +108,7 @@ type View struct {
 	InputSeq  uint64        `json:"input_seq"`
 }
 
-func viewOf(s messages.SnapshotEvent) View {
+func viewOf(s messages.DecisionEvent) View {
 	return View{Item: s.Item, State: s.State, LastPrice: s.LastPrice, LastBid: s.LastBid, StopPrice: s.StopPrice, Reason: s.Reason, InputSeq: s.InputSeq}
 }
 
@@ -164,7 +164,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, "join "+req.Item, err)
 		return
 	}
-	snap, err := s.View.Wait(ctx, req.Item, func(messages.SnapshotEvent) bool { return true })
+	snap, err := s.View.Wait(ctx, req.Item, func(messages.DecisionEvent) bool { return true })
 	if err != nil {
 		// The command is in the log and will be decided; the client just
 		// does not get to see the first snapshot in time.
@@ -233,7 +233,7 @@ func (s *Server) stop(w http.ResponseWriter, r *http.Request, item string) {
 		s.unavailable(w, "stop "+item, err)
 		return
 	}
-	snap, err := s.View.Wait(ctx, item, func(s messages.SnapshotEvent) bool { return s.State.Terminal() })
+	snap, err := s.View.Wait(ctx, item, func(s messages.DecisionEvent) bool { return s.State.Terminal() })
 	if err != nil {
 		writeJSON(w, http.StatusAccepted, viewOf(snap))
 		return

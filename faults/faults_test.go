@@ -62,10 +62,15 @@ func script(items []string, prices int) []step {
 }
 
 type event struct {
-	Seq  uint64          `json:"seq"`
-	Type string          `json:"type"`
-	Data json.RawMessage `json:"data"`
+	Seq     uint64          `json:"seq"`
+	Type    string          `json:"type"`
+	Subject string          `json:"subject"` // kind.type
+	Data    json.RawMessage `json:"data"`
 }
+
+// isDecision reports whether e is one of the sniper's decisions
+// (dec.join, dec.bid, dec.state).
+func (e event) isDecision() bool { return strings.HasPrefix(e.Subject, "dec.") }
 
 type payload struct {
 	Item         string `json:"item"`
@@ -87,7 +92,7 @@ func decode(e event) payload {
 // run plays the script against a sniper that is killed `kills` times and
 // returns what it found.
 type result struct {
-	final     map[string]payload // last snapshot per item
+	final     map[string]payload // last decision per item
 	kills     map[string]int     // by fault point, "external" for timer kills
 	inputs    int
 	decisions int
@@ -126,17 +131,18 @@ func TestKillSuite(t *testing.T) {
 		// Sequences differ with the interleaving, names with the run.
 		b.InputSeq, f.InputSeq, b.Item, f.Item = 0, 0, "", ""
 		if b != f {
-			t.Errorf("%s: final snapshot %+v, the uninterrupted run ended %+v", item, f, b)
+			t.Errorf("%s: final state %+v, the uninterrupted run ended %+v", item, f, b)
 		}
 	}
 	total := 0
 	for _, n := range faulty.kills {
 		total += n
 	}
-	// The outbound bridge runs beside the snipers and has at most one
-	// request in flight (MaxAckPending 1), so a kill at any point, not only
-	// at after-send, can cut one send window: at most one extra message
-	// per kill. The uninterrupted run must have none (checked in play).
+	// The outbound bridge runs beside the snipers, so a kill at any
+	// point, not only at after-send, can cut a send window: at most one
+	// extra message per kill (the script's auctions are interleaved, and a
+	// BID is only decided after the previous one's price came back, so at
+	// most one is in flight). The uninterrupted run must have none (checked in play).
 	if dups := faulty.wireDups + faulty.joinDups; dups > total {
 		t.Errorf("%d duplicate messages on the wire, more than one per kill (%d kills)", dups, total)
 	}
@@ -160,7 +166,7 @@ func play(t *testing.T, p *testkit.Prosody, name string, items []string, steps [
 	}
 	dataDir := t.TempDir()
 	sniperJID := testkit.SniperJID(p)
-	args := []string{"--data-dir", dataDir, "--fsync", "always", "--ack-wait", "1s",
+	args := []string{"--data-dir", dataDir, "--fsync", "always", "--checkpoint-every", "1s",
 		"--xmpp-addr", p.Addr(), "--xmpp-jid", sniperJID, "--xmpp-tls", "skip-verify"}
 	env := []string{"SNIPER_XMPP_PASSWORD=" + testkit.SniperPassword}
 
@@ -386,7 +392,7 @@ func find(evs []event, st step) (uint64, bool) {
 
 func decided(evs []event, seq uint64) bool {
 	for _, e := range evs {
-		if e.Type == "snapshot" && decode(e).InputSeq >= seq {
+		if e.isDecision() && decode(e).InputSeq >= seq {
 			return true
 		}
 	}
@@ -413,18 +419,19 @@ func (r *result) check(t *testing.T, item string, evs []event, a *testkit.FakeAu
 	prices := map[int64]int{}
 	var last payload
 	for _, e := range evs {
-		switch e.Type {
-		case "start", "stop", "price", "close", "malformed":
+		switch {
+		case e.isDecision():
+			d := decode(e)
+			decisions[d.InputSeq]++
+			last = d
+			if e.Type == "bid" {
+				bids[d.InputSeq]++
+			}
+		case e.Type == "start", e.Type == "stop", e.Type == "price", e.Type == "close", e.Type == "malformed":
 			inputs[e.Seq] = true
 			if e.Type == "price" {
 				prices[decode(e).CurrentPrice]++
 			}
-		case "snapshot":
-			d := decode(e)
-			decisions[d.InputSeq]++
-			last = d
-		case "bid":
-			bids[decode(e).InputSeq]++
 		}
 	}
 	for p, n := range prices {
@@ -450,8 +457,8 @@ func (r *result) check(t *testing.T, item string, evs []event, a *testkit.FakeAu
 		}
 	}
 	for _, e := range evs {
-		if e.Type == "bid" {
-			wantBids = append(wantBids, decode(e).Price)
+		if e.isDecision() && e.Type == "bid" {
+			wantBids = append(wantBids, decode(e).LastBid)
 		}
 	}
 	// Every bid decided reaches the auction (at least once).

@@ -17,163 +17,99 @@ import (
 	"sniper/messages"
 )
 
-// Decision is everything one input produced: the sniper's new state and its
-// requests to the auction house. It is committed as one atomic batch.
+// Decision is everything one input produced, committed as one message.
 type Decision struct {
 	Item string
-	// Fence is the sequence of the snapshot the decider started from (0 if
-	// the auction has none yet). The commit fails with ErrConflict if the
-	// auction's last snapshot is no longer that one.
-	Fence    uint64
-	InputSeq uint64
-	Snapshot messages.SnapshotEvent
-	Outputs  []messages.Outgoing
+	// Fence is the sequence of the auction's last decision, the one the
+	// decider started from (0 if the auction has none yet). The commit
+	// fails with ErrConflict if it is no longer the last.
+	Fence uint64
+	Event messages.DecisionEvent
 }
 
-// Commit writes the decision as one atomic batch, the snapshot first, and
-// returns the new snapshot's sequence. Either all of it is in the log or
-// none of it is.
+// Commit writes the decision and returns its sequence.
 //
-// The fence sits on the auction's snapshot subject only: inputs keep
-// arriving under the same auction while it decides, and fencing on the
-// whole auction would refuse every decision made during a burst. Message
-// ids are <item>/<input_seq>/<n>, so a retried batch cannot land twice.
+// A decision is one message under sniper.<item>.dec.<type>, so it is
+// atomic by itself: no batch (nats-server stages every atomic batch of an
+// R1 file stream in a fresh on-disk store, ~3 ms against ~0.2 ms for a
+// publish; docs/benchmarks.md). The fence is
+// Nats-Expected-Last-Subject-Sequence on the wildcard of the auction's
+// decision subjects (Nats-Expected-Last-Subject-Sequence-Subject,
+// nats-server >= 2.11): a second writer for the same auction is refused,
+// while inputs, which live under other subjects of the auction, keep
+// arriving without conflict. The message id <item>/<input_seq> makes a
+// retry of the same decision a no-op.
 func (l *Log) Commit(ctx context.Context, d Decision) (uint64, error) {
-	msgs := make([]*nats.Msg, 0, 1+len(d.Outputs))
-	snapSubject := messages.Subject(d.Item, messages.KindState, messages.TypeSnapshot)
-	all := append([]messages.Outgoing{{Subject: snapSubject, Payload: d.Snapshot}}, d.Outputs...)
-	for i, out := range all {
-		data, err := json.Marshal(out.Payload)
-		if err != nil {
-			return 0, fmt.Errorf("encode %s: %w", out.Subject, err)
+	fail := func(kind, err error) error {
+		if kind == nil {
+			return fmt.Errorf("commit decision on %s for input %d: %w", d.Item, d.Event.InputSeq, err)
 		}
-		// nats.NewMsg, not a literal: PublishMsgBatch writes headers and
-		// panics on a nil Header.
-		m := nats.NewMsg(out.Subject)
-		m.Data = data
-		m.Header.Set(jetstream.MsgIDHeader, d.Item+"/"+strconv.FormatUint(d.InputSeq, 10)+"/"+strconv.Itoa(i))
-		if i == 0 {
-			m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(d.Fence, 10))
-		}
-		msgs = append(msgs, m)
+		return fmt.Errorf("commit decision on %s for input %d: %w: %w", d.Item, d.Event.InputSeq, kind, err)
 	}
-	seq, err := l.publishDecision(ctx, msgs)
+	data, err := json.Marshal(d.Event)
 	if err != nil {
-		if isConflict(err) {
-			return 0, fmt.Errorf("commit decision on %s for input %d: %w: %v", d.Item, d.InputSeq, ErrConflict, err)
-		}
-		if isFull(err) {
-			return 0, fmt.Errorf("commit decision on %s for input %d: %w: %w", d.Item, d.InputSeq, ErrFull, err)
-		}
-		return 0, fmt.Errorf("commit decision on %s for input %d: %w", d.Item, d.InputSeq, err)
+		return 0, fail(nil, err)
 	}
-	return seq, nil
+	m := nats.NewMsg(messages.DecisionSubject(d.Item, d.Event.Type))
+	m.Data = data
+	m.Header.Set(jetstream.MsgIDHeader, d.Item+"/"+strconv.FormatUint(d.Event.InputSeq, 10))
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(d.Fence, 10))
+	m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, messages.DecisionFilter(d.Item))
+	ack, err := l.js.PublishMsg(ctx, m)
+	switch {
+	case err != nil && isWrongLastSequence(err):
+		return 0, fail(ErrConflict, err)
+	case err != nil && isFull(err):
+		return 0, fail(ErrFull, err)
+	case err != nil:
+		return 0, fail(nil, err)
+	case ack.Duplicate:
+		// Stored before under the same id: this input was decided
+		// already, by us before a crash or by another writer.
+		return 0, fail(ErrConflict, fmt.Errorf("decision stored already (message id seen at %d)", ack.Sequence))
+	}
+	return ack.Sequence, nil
 }
 
-// publishDecision stores a decision's messages and returns the snapshot's
-// sequence. A decision of one message (no outputs: most prices, the close)
-// is a plain fenced publish, atomic by itself; only one with outputs pays
-// for an atomic batch, which nats-server stages in a fresh on-disk store
-// per batch on an R1 file stream: measured at ~3 ms against ~0.1 ms for a
-// publish (docs/benchmarks.md).
-func (l *Log) publishDecision(ctx context.Context, msgs []*nats.Msg) (uint64, error) {
-	if len(msgs) == 1 {
-		ack, err := l.js.PublishMsg(ctx, msgs[0])
-		if err != nil {
-			return 0, err
-		}
-		if ack.Duplicate {
-			// Stored before under the same id: this decision was already
-			// made, by us before a crash or by another writer. Same
-			// answer as the batch's 10201.
-			return 0, errDuplicateDecision
-		}
-		return ack.Sequence, nil
-	}
-	ack, err := jetstreamext.PublishMsgBatch(ctx, l.js, msgs)
-	if err != nil {
-		return 0, err
-	}
-	// The batch ack carries the last message's sequence; the snapshot is
-	// the first of the batch.
-	return ack.Sequence - uint64(len(msgs)-1), nil
-}
-
-// isConflict recognises the server's answers that mean "someone else wrote
-// this auction's snapshot first": a stale fence (10071, 10164) or a batch
-// whose message ids are already stored (10201).
-var errDuplicateDecision = errors.New("decision already stored (duplicate message id)")
-
-func isConflict(err error) bool {
-	if errors.Is(err, errDuplicateDecision) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode {
-		case 10071, 10164, 10201:
-			return true
-		}
-	}
-	return false
-}
-
-// StoredSnapshot is an auction's last snapshot and where it sits.
-type StoredSnapshot struct {
+// StoredDecision is an auction's decision and where it sits in the log.
+type StoredDecision struct {
 	Seq uint64
-	messages.SnapshotEvent
+	messages.DecisionEvent
 }
 
-// LastSnapshot returns one auction's most recent snapshot, or ErrNotFound.
-func (l *Log) LastSnapshot(ctx context.Context, item string) (StoredSnapshot, error) {
-	subject := messages.Subject(item, messages.KindState, messages.TypeSnapshot)
-	raw, err := l.stream.GetLastMsgForSubject(ctx, subject)
+// LastDecision returns one auction's most recent decision, or ErrNotFound.
+func (l *Log) LastDecision(ctx context.Context, item string) (StoredDecision, error) {
+	raw, err := l.lastOn(ctx, messages.DecisionFilter(item))
 	if err != nil {
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return StoredSnapshot{}, fmt.Errorf("snapshot of %s: %w", item, ErrNotFound)
-		}
-		return StoredSnapshot{}, fmt.Errorf("snapshot of %s: %w", item, err)
+		return StoredDecision{}, fmt.Errorf("last decision on %s: %w", item, err)
 	}
-	return decodeSnapshot(raw)
+	return decodeDecision(raw)
 }
 
-// Snapshots returns the last snapshot of every auction: recovery reads one
-// message per auction, not the whole history.
-func (l *Log) Snapshots(ctx context.Context) ([]StoredSnapshot, error) {
-	return l.SnapshotsUpTo(ctx, 0)
+// Decisions returns the last decision of every auction: recovery reads one
+// message per auction and subject, not the history.
+func (l *Log) Decisions(ctx context.Context) ([]StoredDecision, error) {
+	return l.DecisionsUpTo(ctx, 0)
 }
 
-// SnapshotsUpTo is Snapshots as the log stood at sequence seq (0: now), so
-// a reader can follow on from seq+1 without a gap or an overlap.
-func (l *Log) SnapshotsUpTo(ctx context.Context, seq uint64) ([]StoredSnapshot, error) {
-	var out []StoredSnapshot
-	for raw, err := range l.lastPerSubject(ctx, messages.Subject("*", messages.KindState, messages.TypeSnapshot), seq) {
+// DecisionsUpTo is Decisions as the log stood at sequence seq (0: now), so
+// that a reader can follow on from seq+1 without a gap or an overlap.
+func (l *Log) DecisionsUpTo(ctx context.Context, seq uint64) ([]StoredDecision, error) {
+	last := map[string]StoredDecision{}
+	for raw, err := range l.lastPerSubject(ctx, messages.DecisionFilter("*"), seq) {
 		if err != nil {
-			return nil, fmt.Errorf("read snapshots: %w", err)
+			return nil, fmt.Errorf("read decisions: %w", err)
 		}
-		s, err := decodeSnapshot(raw)
+		d, err := decodeDecision(raw)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, s)
-	}
-	return out, nil
-}
-
-// StartedItems lists every auction that has a start command, with it.
-func (l *Log) StartedItems(ctx context.Context) ([]messages.StartCommand, error) {
-	var out []messages.StartCommand
-	for raw, err := range l.lastPerSubject(ctx, messages.Subject("*", messages.KindCmd, messages.TypeStart), 0) {
-		if err != nil {
-			return nil, fmt.Errorf("read start commands: %w", err)
+		// An auction has up to one last message per decision type.
+		if prev, ok := last[d.Item]; !ok || d.Seq > prev.Seq {
+			last[d.Item] = d
 		}
-		var c messages.StartCommand
-		if err := json.Unmarshal(raw.Data, &c); err != nil {
-			return nil, fmt.Errorf("decode start command %d: %w", raw.Sequence, err)
-		}
-		out = append(out, c)
 	}
-	return out, nil
+	return slices.Collect(maps.Values(last)), nil
 }
 
 // maxLastPerRequest is how many subjects one multi-last direct get may
@@ -185,7 +121,7 @@ const maxLastPerRequest = 1024
 // subject matching filter, ending quietly when there is none.
 //
 // One request with the wildcard filter would stop working at the 1025th
-// auction, so the matching subjects are listed first and asked for in
+// subject, so the matching subjects are listed first and asked for in
 // chunks, all as of the same sequence: the result is one cut of the log.
 func (l *Log) lastPerSubject(ctx context.Context, filter string, seq uint64) iter.Seq2[*jetstream.RawStreamMsg, error] {
 	return func(yield func(*jetstream.RawStreamMsg, error) bool) {
@@ -207,6 +143,9 @@ func (l *Log) lastPerSubject(ctx context.Context, filter string, seq uint64) ite
 			yield(nil, err)
 			return
 		}
+		// A cut past the end is the log as it stands (nats-server answers
+		// an up_to_seq beyond its last sequence with no messages at all).
+		upTo = min(upTo, info.State.LastSeq)
 		subjects := slices.Sorted(maps.Keys(info.State.Subjects))
 		for chunk := range slices.Chunk(subjects, maxLastPerRequest) {
 			msgs, err := jetstreamext.GetLastMsgsFor(ctx, l.js, StreamName, chunk, jetstreamext.GetLastMsgsUpToSeq(upTo))
@@ -226,10 +165,10 @@ func (l *Log) lastPerSubject(ctx context.Context, filter string, seq uint64) ite
 	}
 }
 
-func decodeSnapshot(raw *jetstream.RawStreamMsg) (StoredSnapshot, error) {
-	var s messages.SnapshotEvent
-	if err := json.Unmarshal(raw.Data, &s); err != nil {
-		return StoredSnapshot{}, fmt.Errorf("decode snapshot %d on %s: %w", raw.Sequence, raw.Subject, err)
+func decodeDecision(raw *jetstream.RawStreamMsg) (StoredDecision, error) {
+	var d messages.DecisionEvent
+	if err := json.Unmarshal(raw.Data, &d); err != nil {
+		return StoredDecision{}, fmt.Errorf("decode decision %d on %s: %w", raw.Sequence, raw.Subject, err)
 	}
-	return StoredSnapshot{Seq: raw.Sequence, SnapshotEvent: s}, nil
+	return StoredDecision{Seq: raw.Sequence, DecisionEvent: d}, nil
 }

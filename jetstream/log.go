@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -18,22 +17,6 @@ import (
 // StreamName is the one stream holding every fact of the sniper.
 const StreamName = "SNIPER"
 
-// Sentinel errors, for errors.Is.
-var (
-	// ErrConflict means another writer decided for the same auction first
-	// (the snapshot fence moved): reload the snapshot and decide again.
-	ErrConflict = errors.New("concurrent decision for the same auction")
-	// ErrNotFound means the log holds nothing for the request.
-	ErrNotFound = errors.New("not found in the log")
-	// ErrExists means an append fenced on "first of its subject" found one.
-	ErrExists = errors.New("already in the log")
-	// ErrFull means the stream refused a write because it reached a limit
-	// (MaxMsgs, MaxBytes, the server's storage): nothing was written.
-	ErrFull = errors.New("the event log is full")
-	// ErrUnavailable means there is no connection to the log right now.
-	ErrUnavailable = errors.New("the event log is unavailable")
-)
-
 // StreamConfig is what the operator may choose about the stream.
 type StreamConfig struct {
 	// Replicas is 1 for the embedded server, 3 on a cluster.
@@ -42,16 +25,13 @@ type StreamConfig struct {
 	DuplicateWindow time.Duration
 	// MaxBytes caps the store (0: unlimited).
 	MaxBytes int64
-	// AckWait is the consumers' redelivery delay (0: DefaultAckWait).
-	AckWait time.Duration
 }
 
 // Log is the sniper's view of the SNIPER stream.
 type Log struct {
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	stream  jetstream.Stream
-	ackWait time.Duration
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
 }
 
 // Open creates or updates the SNIPER stream and returns the log on it.
@@ -75,10 +55,12 @@ func Open(ctx context.Context, nc *nats.Conn, cfg StreamConfig) (*Log, error) {
 		Replicas:    cfg.Replicas,
 		Duplicates:  cfg.DuplicateWindow,
 		MaxBytes:    cfg.MaxBytes,
-		// Direct gets serve the per-auction snapshot reads in one round trip.
-		AllowDirect:        true,
-		AllowAtomicPublish: true,
-		Discard:            jetstream.DiscardNew,
+		// Direct gets serve the per-auction decision reads in one round trip.
+		AllowDirect: true,
+		// Followers keep their checkpoint as the one message of its
+		// subject (see Follow).
+		AllowRollup: true,
+		Discard:     jetstream.DiscardNew,
 	}
 	if cfg.MaxBytes == 0 {
 		sc.MaxBytes = -1
@@ -87,17 +69,17 @@ func Open(ctx context.Context, nc *nats.Conn, cfg StreamConfig) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
 	}
-	if cfg.AckWait == 0 {
-		cfg.AckWait = DefaultAckWait
-	}
-	return &Log{nc: nc, js: js, stream: stream, ackWait: cfg.AckWait}, nil
+	return &Log{nc: nc, js: js, stream: stream}, nil
 }
 
-// JetStream exposes the underlying context for consumers.
-func (l *Log) JetStream() jetstream.JetStream { return l.js }
-
-// Stream exposes the underlying stream handle.
-func (l *Log) Stream() jetstream.Stream { return l.stream }
+// LastSeq is the sequence of the stream's last message (0: empty).
+func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
 
 // AppendOption refines an Append.
 type AppendOption func(*appendOpts)
@@ -180,116 +162,82 @@ func (l *Log) Has(ctx context.Context, subject string) (bool, error) {
 	return false, fmt.Errorf("look up %s: %w", subject, err)
 }
 
-// Record is one stored message, as the history shows it.
-type Record struct {
-	Seq     uint64
-	Subject string
-	Time    time.Time
-	Data    json.RawMessage
-}
-
-// History returns every message of one auction in log order.
-func (l *Log) History(ctx context.Context, item string) ([]Record, error) {
-	return l.read(ctx, messages.ItemFilter(item), 0)
-}
-
-// HistoryUpTo returns an auction's messages up to and including seq.
-func (l *Log) HistoryUpTo(ctx context.Context, item string, seq uint64) ([]Record, error) {
-	return l.read(ctx, messages.ItemFilter(item), seq)
-}
-
-// read drains an ordered consumer over filter; upTo > 0 stops there.
-// Stream info tells up front whether there is anything to read, so an
-// empty history costs no consumer.
-func (l *Log) read(ctx context.Context, filter string, upTo uint64) ([]Record, error) {
-	info, err := l.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
-	if err != nil {
-		return nil, fmt.Errorf("stream info for %s: %w", filter, err)
-	}
-	if len(info.State.Subjects) == 0 {
-		return nil, nil
-	}
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", filter, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", filter, err)
-	}
-	defer it.Stop()
-	var out []Record
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", filter, err)
-		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return nil, fmt.Errorf("read %s: %w", filter, err)
-		}
-		if upTo > 0 && meta.Sequence.Stream > upTo {
-			return out, nil
-		}
-		out = append(out, Record{Seq: meta.Sequence.Stream, Subject: msg.Subject(), Time: meta.Timestamp, Data: msg.Data()})
-		if meta.NumPending == 0 {
-			return out, nil
-		}
-	}
-}
-
-// isFull recognises a write refused for lack of space: a stream limit with
-// DiscardNew (10077 "maximum messages/bytes exceeded") or the server's or
-// account's storage (10047).
-func isFull(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		switch {
-		case apiErr.ErrorCode == 10047:
-			return true
-		case apiErr.ErrorCode == 10077 && strings.Contains(apiErr.Description, "exceeded"):
-			return true
-		}
-	}
-	return false
-}
-
-func isWrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode {
-		case 10071, 10164:
-			return true
-		}
-	}
-	return false
-}
-
 // LastSeqOn returns the sequence of the stream's last message on filter,
 // which may hold wildcards, and 0 if there is none. It is one direct get
 // (any replica answers), for a reader checking that it keeps up.
 func (l *Log) LastSeqOn(ctx context.Context, filter string) (uint64, error) {
+	raw, err := l.lastOn(ctx, filter)
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return raw.Sequence, nil
+}
+
+// lastOn returns the stream's last message on filter, which may hold
+// wildcards (nats.go's GetLastMsgForSubject puts the subject in the API
+// subject, where a wildcard is not allowed), or ErrNotFound. It asks with
+// a direct get, which any replica answers; on a replicated stream just
+// created, or while replicas catch up, nobody may answer direct gets yet,
+// and the stream leader is asked instead.
+func (l *Log) lastOn(ctx context.Context, filter string) (*jetstream.RawStreamMsg, error) {
 	req, err := json.Marshal(struct {
 		LastBySubj string `json:"last_by_subj"`
 	}{filter})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	res, err := l.js.Conn().RequestWithContext(ctx, "$JS.API.DIRECT.GET."+StreamName, req)
+	res, err := l.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET."+StreamName, req)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return l.lastOnLeader(ctx, filter, req)
+	}
 	if err != nil {
-		return 0, fmt.Errorf("last message on %s: %w", filter, err)
+		return nil, fmt.Errorf("last message on %s: %w", filter, err)
 	}
 	if status := res.Header.Get("Status"); status == "404" {
-		return 0, nil
+		return nil, fmt.Errorf("last message on %s: %w", filter, ErrNotFound)
 	} else if status != "" {
-		return 0, fmt.Errorf("last message on %s: status %s %s", filter, status, res.Header.Get("Description"))
+		return nil, fmt.Errorf("last message on %s: status %s %s", filter, status, res.Header.Get("Description"))
 	}
 	seq, err := strconv.ParseUint(res.Header.Get(jetstream.SequenceHeader), 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("last message on %s: bad sequence header: %w", filter, err)
+		return nil, fmt.Errorf("last message on %s: bad sequence header: %w", filter, err)
 	}
-	return seq, nil
+	raw := &jetstream.RawStreamMsg{Subject: res.Header.Get(jetstream.SubjectHeader), Sequence: seq, Header: res.Header, Data: res.Data}
+	if ts, err := time.Parse(time.RFC3339Nano, res.Header.Get("Nats-Time-Stamp")); err == nil {
+		raw.Time = ts
+	}
+	return raw, nil
+}
+
+// lastOnLeader is lastOn through the stream leader's message API.
+func (l *Log) lastOnLeader(ctx context.Context, filter string, req []byte) (*jetstream.RawStreamMsg, error) {
+	res, err := l.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+StreamName, req)
+	if err != nil {
+		return nil, fmt.Errorf("last message on %s: %w", filter, err)
+	}
+	var body struct {
+		Message *struct {
+			Subject string    `json:"subject"`
+			Seq     uint64    `json:"seq"`
+			Data    []byte    `json:"data"`
+			Time    time.Time `json:"time"`
+		} `json:"message"`
+		Error *jetstream.APIError `json:"error"`
+	}
+	if err := json.Unmarshal(res.Data, &body); err != nil {
+		return nil, fmt.Errorf("last message on %s: %w", filter, err)
+	}
+	switch {
+	case body.Error != nil && body.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+		return nil, fmt.Errorf("last message on %s: %w", filter, ErrNotFound)
+	case body.Error != nil:
+		return nil, fmt.Errorf("last message on %s: %w", filter, body.Error)
+	case body.Message == nil:
+		return nil, fmt.Errorf("last message on %s: empty answer", filter)
+	}
+	m := body.Message
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Seq, Data: m.Data, Time: m.Time}, nil
 }

@@ -21,10 +21,11 @@ const (
 	TypePrice     = "price"
 	TypeClose     = "close"
 	TypeMalformed = "malformed"
-	TypeJoin      = "join"
-	TypeBid       = "bid"
-	TypeSnapshot  = "snapshot"
-	TypeSent      = "sent"
+	// A decision's type says what it sends: join, bid, or nothing (state).
+	TypeJoin  = "join"
+	TypeBid   = "bid"
+	TypeState = "state"
+	TypeSent  = "sent"
 	// TypeUndelivered records a request the auction house never took.
 	TypeUndelivered = "undelivered"
 )
@@ -32,10 +33,10 @@ const (
 // Subject kinds: the third token of a subject says who wrote it and who
 // reads it (see docs/architecture.md).
 const (
-	KindCmd   = "cmd"   // user commands: HTTP API, CLI
-	KindIn    = "in"    // auction-house events: inbound XMPP bridge
-	KindOut   = "out"   // the sniper's requests to the auction house
-	KindState = "state" // the sniper's state after each decision
+	KindCmd = "cmd" // user commands: HTTP API, CLI
+	KindIn  = "in"  // auction-house events: inbound XMPP bridge
+	KindDec = "dec" // the sniper's decisions: its new state and what to send
+	KindOut = "out" // the outbound bridge's records of what reached the wire
 )
 
 // SubjectPrefix is the first token of every subject in the stream.
@@ -111,21 +112,6 @@ type MalformedEvent struct {
 	Reason string `json:"reason"`
 }
 
-// JoinRequest asks the outbound bridge to send JOIN.
-type JoinRequest struct {
-	Type     string `json:"type"`
-	Item     string `json:"item"`
-	InputSeq uint64 `json:"input_seq"`
-}
-
-// BidRequest asks the outbound bridge to send BID at Price.
-type BidRequest struct {
-	Type     string `json:"type"`
-	Item     string `json:"item"`
-	Price    int64  `json:"price"`
-	InputSeq uint64 `json:"input_seq"`
-}
-
 // SentEvent records that the outbound request at OutSeq reached the
 // auction house: the bridge's durable memory of what it already sent, and
 // in the history the moment a JOIN or BID actually went out.
@@ -146,12 +132,36 @@ type UndeliveredEvent struct {
 	Reason string `json:"reason"`
 }
 
-// SnapshotEvent is the sniper's state after deciding the input at
-// InputSeq: the unit of recovery and what the UI shows.
-type SnapshotEvent struct {
+// DecisionEvent is what the sniper decided for the input at InputSeq: its
+// new state and what to send to the auction house, in one message, so that
+// a decision is one write (fenced, see jetstream.Log.Commit). It is the unit
+// of recovery, what the UI shows and what the outbound bridge sends. Type
+// names what it sends: TypeJoin, TypeBid, or TypeState for nothing.
+type DecisionEvent struct {
 	Type string `json:"type"`
 	auction.Snapshot
-	InputSeq uint64 `json:"input_seq"`
+	InputSeq uint64    `json:"input_seq"`
+	Send     []Request `json:"send,omitempty"`
+}
+
+// Request is one message the sniper asks the outbound bridge to send.
+type Request struct {
+	Type  string `json:"type"` // TypeJoin or TypeBid
+	Price int64  `json:"price,omitempty"`
+}
+
+// Body is the request as a SOL 1.1 message.
+func (r Request) Body() (string, error) {
+	switch r.Type {
+	case TypeJoin:
+		return EncodeJoin(), nil
+	case TypeBid:
+		if r.Price <= 0 {
+			return "", fmt.Errorf("bid price %d is not positive", r.Price)
+		}
+		return EncodeBid(r.Price), nil
+	}
+	return "", fmt.Errorf("unknown request type %q", r.Type)
 }
 
 // NewStart and friends build payloads with their type field set.
@@ -175,10 +185,34 @@ func NewMalformed(item, body, reason string) MalformedEvent {
 	return MalformedEvent{Type: TypeMalformed, Item: item, Body: body, Reason: reason}
 }
 
-// NewSnapshot builds the snapshot event for s after the input at inputSeq.
-func NewSnapshot(s auction.Snapshot, inputSeq uint64) SnapshotEvent {
-	return SnapshotEvent{Type: TypeSnapshot, Snapshot: s, InputSeq: inputSeq}
+// NewDecision builds the decision event for state s and the outputs the
+// core gave for the input at inputSeq.
+func NewDecision(s auction.Snapshot, inputSeq uint64, outs []auction.Output) (DecisionEvent, error) {
+	d := DecisionEvent{Type: TypeState, Snapshot: s, InputSeq: inputSeq}
+	for _, o := range outs {
+		switch o := o.(type) {
+		case auction.Join:
+			d.Send = append(d.Send, Request{Type: TypeJoin})
+			d.Type = TypeJoin
+		case auction.Bid:
+			d.Send = append(d.Send, Request{Type: TypeBid, Price: o.Price})
+			if d.Type != TypeJoin {
+				d.Type = TypeBid
+			}
+		default:
+			return DecisionEvent{}, fmt.Errorf("no request for output %T", o)
+		}
+	}
+	return d, nil
 }
+
+// DecisionSubject is where a decision of type typ on item is stored.
+func DecisionSubject(item, typ string) string { return Subject(item, KindDec, typ) }
+
+// DecisionFilter matches every decision on item, or with item "*" every
+// decision: the fence of an auction's decisions and the filter of their
+// readers.
+func DecisionFilter(item string) string { return Subject(item, KindDec, "*") }
 
 // InputSubjects are the subjects a sniper decides on, for one item or, with
 // item "*", for all.
@@ -236,25 +270,3 @@ func DecodeInput(subject string, data []byte) (auction.Input, error) {
 	return nil, fmt.Errorf("decode %s: not an input", subject)
 }
 
-// Outputs turns the core's outputs for the input at inputSeq into the
-// subjects and payloads the sniper publishes.
-func Outputs(item string, inputSeq uint64, outs []auction.Output) ([]Outgoing, error) {
-	msgs := make([]Outgoing, 0, len(outs))
-	for _, o := range outs {
-		switch o := o.(type) {
-		case auction.Join:
-			msgs = append(msgs, Outgoing{Subject: Subject(item, KindOut, TypeJoin), Payload: JoinRequest{Type: TypeJoin, Item: item, InputSeq: inputSeq}})
-		case auction.Bid:
-			msgs = append(msgs, Outgoing{Subject: Subject(item, KindOut, TypeBid), Payload: BidRequest{Type: TypeBid, Item: item, Price: o.Price, InputSeq: inputSeq}})
-		default:
-			return nil, fmt.Errorf("no message for output %T", o)
-		}
-	}
-	return msgs, nil
-}
-
-// Outgoing is a payload and the subject it goes to.
-type Outgoing struct {
-	Subject string
-	Payload any
-}

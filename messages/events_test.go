@@ -25,9 +25,9 @@ func TestPayloadJSON(t *testing.T) {
 		{"price", messages.NewPrice("item-54321", 1000, 98, "other bidder", true), "price", decodeAs[messages.PriceEvent]},
 		{"close", messages.NewClose("item-54321"), "close", decodeAs[messages.CloseEvent]},
 		{"malformed", messages.NewMalformed("item-54321", "a broken message", "no ':'"), "malformed", decodeAs[messages.MalformedEvent]},
-		{"join", messages.JoinRequest{Type: messages.TypeJoin, Item: "item-54321", InputSeq: 7}, "join", decodeAs[messages.JoinRequest]},
-		{"bid", messages.BidRequest{Type: messages.TypeBid, Item: "item-54321", Price: 1098, InputSeq: 8}, "bid", decodeAs[messages.BidRequest]},
-		{"snapshot", messages.NewSnapshot(snap, 9), "snapshot", decodeAs[messages.SnapshotEvent]},
+		{"join", mustDecision(t, snap, 7, auction.Join{}), "join", decodeAs[messages.DecisionEvent]},
+		{"bid", mustDecision(t, snap, 8, auction.Bid{Price: 1098}), "bid", decodeAs[messages.DecisionEvent]},
+		{"state", mustDecision(t, snap, 9), "state", decodeAs[messages.DecisionEvent]},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -56,17 +56,26 @@ func TestPayloadJSON(t *testing.T) {
 	}
 }
 
+func mustDecision(t *testing.T, s auction.Snapshot, seq uint64, outs ...auction.Output) messages.DecisionEvent {
+	t.Helper()
+	d, err := messages.NewDecision(s, seq, outs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 func decodeAs[T any](data []byte) (any, error) {
 	var v T
 	err := json.Unmarshal(data, &v)
 	return v, err
 }
 
-// The snapshot's JSON is flat: the UI and `nats stream view` read it
+// A decision's JSON is flat: the UI and `nats stream view` read it
 // without knowing about the embedded struct.
-func TestSnapshotJSONIsFlat(t *testing.T) {
+func TestDecisionJSONIsFlat(t *testing.T) {
 	snap := auction.Snapshot{Item: "i", State: auction.Failed, LastPrice: 1, LastBid: 2, StopPrice: 3, Reason: "why"}
-	data, err := json.Marshal(messages.NewSnapshot(snap, 42))
+	data, err := json.Marshal(mustDecision(t, snap, 42))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,9 +83,9 @@ func TestSnapshotJSONIsFlat(t *testing.T) {
 	if err := json.Unmarshal(data, &m); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"type": "snapshot", "item": "i", "state": "Failed", "last_price": 1.0, "last_bid": 2.0, "stop_price": 3.0, "reason": "why", "input_seq": 42.0}
+	want := map[string]any{"type": "state", "item": "i", "state": "Failed", "last_price": 1.0, "last_bid": 2.0, "stop_price": 3.0, "reason": "why", "input_seq": 42.0}
 	if !reflect.DeepEqual(m, want) {
-		t.Errorf("snapshot JSON %s, want fields %v", data, want)
+		t.Errorf("decision JSON %s, want fields %v", data, want)
 	}
 }
 
@@ -91,7 +100,7 @@ func TestSubject(t *testing.T) {
 		{"a", messages.KindIn, messages.TypeMalformed, "sniper.a.in.malformed"},
 		{"B_2", messages.KindOut, messages.TypeJoin, "sniper.B_2.out.join"},
 		{"B_2", messages.KindOut, messages.TypeBid, "sniper.B_2.out.bid"},
-		{"x", messages.KindState, messages.TypeSnapshot, "sniper.x.state.snapshot"},
+		{"x", messages.KindDec, messages.TypeState, "sniper.x.dec.state"},
 	}
 	for _, tt := range tests {
 		got := messages.Subject(tt.item, tt.kind, tt.typ)
@@ -222,7 +231,7 @@ func TestDecodeInputRejects(t *testing.T) {
 		{"not JSON", "sniper.i.cmd.start", `SOLVersion: 1.1; Event: CLOSE;`, "sniper.i.cmd.start"},
 		{"output subject", "sniper.i.out.bid", `{"type":"bid","item":"i","price":5}`, "not an input"},
 		{"join subject", "sniper.i.out.join", `{"type":"join","item":"i"}`, "not an input"},
-		{"snapshot subject", "sniper.i.state.snapshot", `{"type":"snapshot","item":"i"}`, "not an input"},
+		{"decision subject", "sniper.i.dec.state", `{"type":"state","item":"i"}`, "not an input"},
 		{"unknown command", "sniper.i.cmd.pause", `{"type":"pause","item":"i"}`, "not an input"},
 		{"in.start", "sniper.i.in.start", `{"type":"start","item":"i","stop_price":5}`, "not an input"},
 		{"short subject", "sniper.i.start", `{"type":"start","item":"i","stop_price":5}`, "sniper.i.start"},
@@ -244,26 +253,48 @@ func TestDecodeInputRejects(t *testing.T) {
 	}
 }
 
-func TestOutputs(t *testing.T) {
-	got, err := messages.Outputs("item-54321", 12, []auction.Output{auction.Join{}, auction.Bid{Price: 1098}})
-	if err != nil {
-		t.Fatal(err)
+func TestNewDecisionNamesWhatItSends(t *testing.T) {
+	snap := auction.Snapshot{Item: "item-54321", State: auction.Bidding}
+	tests := []struct {
+		outs     []auction.Output
+		wantType string
+		wantSend []messages.Request
+	}{
+		{nil, "state", nil},
+		{[]auction.Output{auction.Join{}}, "join", []messages.Request{{Type: "join"}}},
+		{[]auction.Output{auction.Bid{Price: 1098}}, "bid", []messages.Request{{Type: "bid", Price: 1098}}},
+		{[]auction.Output{auction.Join{}, auction.Bid{Price: 7}}, "join", []messages.Request{{Type: "join"}, {Type: "bid", Price: 7}}},
 	}
-	want := []messages.Outgoing{
-		{Subject: "sniper.item-54321.out.join", Payload: messages.JoinRequest{Type: "join", Item: "item-54321", InputSeq: 12}},
-		{Subject: "sniper.item-54321.out.bid", Payload: messages.BidRequest{Type: "bid", Item: "item-54321", Price: 1098, InputSeq: 12}},
+	for _, tt := range tests {
+		d, err := messages.NewDecision(snap, 12, tt.outs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Type != tt.wantType || !reflect.DeepEqual(d.Send, tt.wantSend) || d.InputSeq != 12 || d.Snapshot != snap {
+			t.Errorf("NewDecision(%v) = %+v, want type %q sending %v", tt.outs, d, tt.wantType, tt.wantSend)
+		}
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("Outputs = %#v, want %#v", got, want)
+	if _, err := messages.NewDecision(snap, 1, []auction.Output{auction.Join{}, bogusOutput{}}); err == nil {
+		t.Error("NewDecision accepted an output it has no request for")
 	}
+}
 
-	none, err := messages.Outputs("i", 1, nil)
-	if err != nil || len(none) != 0 {
-		t.Errorf("Outputs(nil) = %#v, %v, want empty", none, err)
+func TestRequestBody(t *testing.T) {
+	for _, tt := range []struct {
+		r    messages.Request
+		want string
+	}{
+		{messages.Request{Type: "join"}, messages.EncodeJoin()},
+		{messages.Request{Type: "bid", Price: 1098}, messages.EncodeBid(1098)},
+	} {
+		if got, err := tt.r.Body(); err != nil || got != tt.want {
+			t.Errorf("%+v.Body() = %q, %v; want %q", tt.r, got, err, tt.want)
+		}
 	}
-
-	if _, err := messages.Outputs("i", 1, []auction.Output{auction.Join{}, bogusOutput{}}); err == nil {
-		t.Error("Outputs accepted an output it has no message for")
+	for _, bad := range []messages.Request{{Type: "bid", Price: 0}, {Type: "bid", Price: -5}, {Type: "retract"}} {
+		if _, err := bad.Body(); err == nil {
+			t.Errorf("%+v.Body() sent something", bad)
+		}
 	}
 }
 

@@ -22,7 +22,7 @@ type Metrics struct {
 	inputsDecided   *prometheus.CounterVec
 	decisions       *prometheus.CounterVec
 	decisionSeconds prometheus.Histogram
-	commitSeconds   *prometheus.HistogramVec
+	commitSeconds   prometheus.Histogram
 	bidsSent        prometheus.Counter
 	dropped         prometheus.Counter
 	malformed       prometheus.Counter
@@ -45,10 +45,10 @@ func New() *Metrics {
 			Name: "sniper_decision_duration_seconds", Help: "Time to decide an input and commit the decision to the log.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
-		commitSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "sniper_commit_duration_seconds", Help: "Time to write one decision to the log, by how: a single fenced publish or an atomic batch.",
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "sniper_commit_duration_seconds", Help: "Time to write one decision to the log (one fenced publish).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
-		}, []string{"kind"}),
+		}),
 		bidsSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sniper_bids_sent_total", Help: "BID messages written to the auction house.",
 		}),
@@ -87,13 +87,7 @@ func (m *Metrics) Decided(input string, _, after auction.State, took time.Durati
 }
 
 // Committed records the time to write one decision to the log.
-func (m *Metrics) Committed(messages int, took time.Duration) {
-	kind := "publish"
-	if messages > 1 {
-		kind = "batch"
-	}
-	m.commitSeconds.WithLabelValues(kind).Observe(took.Seconds())
-}
+func (m *Metrics) Committed(took time.Duration) { m.commitSeconds.Observe(took.Seconds()) }
 
 // Restarted records a sniper actor restart.
 func (m *Metrics) Restarted(string) { m.actorRestarts.Inc() }

@@ -3,6 +3,7 @@ package projection_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -14,12 +15,12 @@ import (
 	"sniper/testkit"
 )
 
-func putSnapshot(t *testing.T, log *jetstream.Log, item string, state auction.State, price, inputSeq int64) messages.SnapshotEvent {
+func putSnapshot(t *testing.T, log *jetstream.Log, item string, state auction.State, price, inputSeq int64) messages.DecisionEvent {
 	t.Helper()
-	s := messages.NewSnapshot(auction.Snapshot{Item: item, State: state, LastPrice: price, LastBid: price + 1, StopPrice: 1000}, uint64(inputSeq))
+	s := messages.DecisionEvent{Type: messages.TypeState, Snapshot: auction.Snapshot{Item: item, State: state, LastPrice: price, LastBid: price + 1, StopPrice: 1000}, InputSeq: uint64(inputSeq)}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := log.Append(ctx, messages.Subject(item, messages.KindState, messages.TypeSnapshot), s); err != nil {
+	if _, err := log.Append(ctx, messages.DecisionSubject(item, messages.TypeState), s); err != nil {
 		t.Fatalf("append snapshot of %s: %v", item, err)
 	}
 	return s
@@ -37,7 +38,7 @@ func startView(t *testing.T, n *testkit.NATS) *projection.View {
 	return v
 }
 
-func wait(t *testing.T, v *projection.View, item string, ok func(messages.SnapshotEvent) bool) messages.SnapshotEvent {
+func wait(t *testing.T, v *projection.View, item string, ok func(messages.DecisionEvent) bool) messages.DecisionEvent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -61,7 +62,7 @@ func TestViewLoadsTheLastSnapshotsAndFollowsNewOnes(t *testing.T) {
 
 	v := startView(t, n)
 	list := v.List()
-	if len(list) != 2 || list[0].Item != "item-a" || list[1] != wantB {
+	if len(list) != 2 || list[0].Item != "item-a" || !reflect.DeepEqual(list[1], wantB) {
 		t.Fatalf("List() = %+v, want item-a then %+v", list, wantB)
 	}
 	if _, ok := v.Get("item-c"); ok {
@@ -71,15 +72,15 @@ func TestViewLoadsTheLastSnapshotsAndFollowsNewOnes(t *testing.T) {
 	sub := v.Subscribe()
 	defer sub.Close()
 	wantA := putSnapshot(t, n.Log, "item-a", auction.Winning, 200, 4)
-	if got := wait(t, v, "item-a", func(s messages.SnapshotEvent) bool { return s.InputSeq == 4 }); got != wantA {
+	if got := wait(t, v, "item-a", func(s messages.DecisionEvent) bool { return s.InputSeq == 4 }); !reflect.DeepEqual(got, wantA) {
 		t.Fatalf("Wait = %+v, want %+v", got, wantA)
 	}
-	if got, _ := v.Get("item-a"); got != wantA {
+	if got, _ := v.Get("item-a"); !reflect.DeepEqual(got, wantA) {
 		t.Fatalf("Get = %+v, want %+v", got, wantA)
 	}
 	select {
 	case got := <-sub.C():
-		if got != wantA {
+		if !reflect.DeepEqual(got, wantA) {
 			t.Fatalf("subscription delivered %+v, want %+v", got, wantA)
 		}
 	case <-time.After(5 * time.Second):
@@ -90,11 +91,11 @@ func TestViewLoadsTheLastSnapshotsAndFollowsNewOnes(t *testing.T) {
 	sub.Close()
 
 	// A snapshot that is not JSON is skipped, not fatal.
-	if _, err := n.Log.Append(ctx, messages.Subject("item-a", messages.KindState, messages.TypeSnapshot), "not a snapshot"); err != nil {
+	if _, err := n.Log.Append(ctx, messages.DecisionSubject("item-a", messages.TypeState), "not a snapshot"); err != nil {
 		t.Fatal(err)
 	}
 	wantA = putSnapshot(t, n.Log, "item-a", auction.Won, 200, 6)
-	wait(t, v, "item-a", func(s messages.SnapshotEvent) bool { return s == wantA })
+	wait(t, v, "item-a", func(s messages.DecisionEvent) bool { return reflect.DeepEqual(s, wantA) })
 }
 
 func TestWaitEndsWithItsContext(t *testing.T) {
@@ -102,7 +103,7 @@ func TestWaitEndsWithItsContext(t *testing.T) {
 	v := startView(t, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := v.Wait(ctx, "item-never", func(messages.SnapshotEvent) bool { return true }); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := v.Wait(ctx, "item-never", func(messages.DecisionEvent) bool { return true }); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait on a sniper that never comes: %v, want the context's deadline", err)
 	}
 }

@@ -516,7 +516,7 @@ event SEQ (its last decision up to there), and the events that led to it.
 			fmt.Fprintf(stdout, "as of #%d: %s was not decided on yet\n", *at, clean(item))
 		} else {
 			fmt.Fprintf(stdout, "as of #%d: %s\n", *at, describeView(*state))
-			fmt.Fprintf(stdout, "(its last decision up to #%d is the snapshot #%d)\n", *at, stateSeq)
+			fmt.Fprintf(stdout, "(its last decision up to #%d is #%d)\n", *at, stateSeq)
 		}
 		if later > 0 {
 			fmt.Fprintf(stdout, "%d later event%s, up to #%d: 'sniper history %s' shows them\n", later, plural(later), last, clean(item))
@@ -525,11 +525,11 @@ event SEQ (its last decision up to there), and the events that led to it.
 	})
 }
 
-// stateAt is the last snapshot among events, and its seq.
+// stateAt is the state of the last decision among events, and its seq.
 func stateAt(events []api.Event) (*api.View, uint64) {
 	for i := len(events) - 1; i >= 0; i-- {
 		e := events[i]
-		if e.Type != messages.TypeSnapshot {
+		if !isDecision(e) {
 			continue
 		}
 		var s api.View

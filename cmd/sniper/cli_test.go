@@ -309,11 +309,9 @@ func TestCLIJoinListStopHistory(t *testing.T) {
 	seqs, descs := historyEvents(t, out)
 	want := []string{
 		"joined, stop price 1100",
-		"now Joining (last price -, last bid -)",
-		"decided to join",
+		"decided to join; now Joining (last price -, last bid -)",
 		"price 1000 (+98) by other bidder",
-		"now Bidding (last price 1000, last bid 1098)",
-		"decided to bid 1098",
+		"decided to bid 1098; now Bidding (last price 1000, last bid 1098)",
 	}
 	if strings.Join(descs, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("history:\n%s\nwant the events:\n%s", out, strings.Join(want, "\n"))
@@ -327,14 +325,14 @@ func TestCLIJoinListStopHistory(t *testing.T) {
 		t.Fatalf("history --json: %d events (%v), want %d", len(hist.Events), err, len(want))
 	}
 
-	// history --at: back to after the first snapshot, while it is Bidding now.
+	// history --at: back to after the first decision, while it is Bidding now.
 	firstSnap, lastSeq := seqs[1], seqs[len(seqs)-1]
 	out = cli(t, a, 0, "history", item, "--at", firstSnap)
 	_, descs = historyEvents(t, strings.SplitN(out, "\n\n", 2)[0])
 	if len(descs) != 2 || descs[1] != want[1] {
 		t.Fatalf("history --at %s lists %q, want the first two events", firstSnap, descs)
 	}
-	wantMentions(t, "history --at", out, "as of #"+firstSnap+": Joining, stop price 1100, last price -, last bid -", "4 later events")
+	wantMentions(t, "history --at", out, "as of #"+firstSnap+": Joining, stop price 1100, last price -, last bid -", "2 later events")
 	if strings.Contains(out, "Bidding") || strings.Contains(out, "price 1000") {
 		t.Fatalf("history --at %s shows what came later:\n%s", firstSnap, out)
 	}
@@ -342,8 +340,8 @@ func TestCLIJoinListStopHistory(t *testing.T) {
 	out = cli(t, a, 0, "history", "--at", seqs[0], item)
 	wantMentions(t, "history --at the start", out, "joined, stop price 1100", "was not decided on yet")
 	// After the price but before its decision: still Joining.
-	out = cli(t, a, 0, "history", item, "--at", seqs[3])
-	wantMentions(t, "history --at the price", out, "price 1000 (+98) by other bidder", "as of #"+seqs[3]+": Joining", "snapshot #"+firstSnap)
+	out = cli(t, a, 0, "history", item, "--at", seqs[2])
+	wantMentions(t, "history --at the price", out, "price 1000 (+98) by other bidder", "as of #"+seqs[2]+": Joining", "is #"+firstSnap)
 	var at struct {
 		At     uint64
 		State  *api.View

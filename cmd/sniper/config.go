@@ -321,7 +321,7 @@ flags' types:
     data-dir = "/var/lib/sniper"
     http = "127.0.0.1:8080"
     replicas = 3
-    ack-wait = "30s"
+    checkpoint-every = "1s"
 
 Where a setting comes from: a flag beats the environment, which beats the
 file, which beats the default. An unknown key or a value of the wrong type

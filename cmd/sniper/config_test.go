@@ -64,7 +64,7 @@ func TestConfigPrecedence(t *testing.T) {
 	file := writeConfig(t, `
 http = "127.0.0.1:1001"
 replicas = 3
-ack-wait = "2s"
+checkpoint-every = "2s"
 `)
 	steps := []struct {
 		name string
@@ -103,8 +103,8 @@ ack-wait = "2s"
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.replicas != 3 || o.ackWait != 2*time.Second || o.dataDir != "./sniper-data" {
-		t.Errorf("replicas %d, ack-wait %s, data-dir %q; want 3, 2s from the file and the default data dir", o.replicas, o.ackWait, o.dataDir)
+	if o.replicas != 3 || o.checkpointEvery != 2*time.Second || o.dataDir != "./sniper-data" {
+		t.Errorf("replicas %d, checkpoint-every %s, data-dir %q; want 3, 2s from the file and the default data dir", o.replicas, o.checkpointEvery, o.dataDir)
 	}
 	if src["replicas"].kind != sourceFile || src["data-dir"].kind != sourceDefault || src[configFlag].kind != sourceFlag {
 		t.Errorf("sources %v", src)
@@ -182,13 +182,13 @@ func TestConfigFileErrors(t *testing.T) {
 	})
 	t.Run("wrong types", func(t *testing.T) {
 		for text, want := range map[string][]string{
-			`replicas = "three"`:    {"replicas", "want an integer", `"three"`},
-			`replicas = 1.5`:        {"replicas", "want an integer", "a float"},
-			`data-dir = 3`:          {"data-dir", "want a string", "an integer"},
-			`ack-wait = 5`:          {"ack-wait", "want a duration", "an integer"},
-			`ack-wait = "soon"`:     {"ack-wait", "invalid duration"},
-			`http = ["a", "b"]`:     {"http", "want a string", "an array"},
-			`nats-url = 1979-05-27`: {"nats-url", "want a string", "date"},
+			`replicas = "three"`:        {"replicas", "want an integer", `"three"`},
+			`replicas = 1.5`:            {"replicas", "want an integer", "a float"},
+			`data-dir = 3`:              {"data-dir", "want a string", "an integer"},
+			`checkpoint-every = 5`:      {"checkpoint-every", "want a duration", "an integer"},
+			`checkpoint-every = "soon"`: {"checkpoint-every", "invalid duration"},
+			`http = ["a", "b"]`:         {"http", "want a string", "an array"},
+			`nats-url = 1979-05-27`:     {"nats-url", "want a string", "date"},
 		} {
 			f := writeConfig(t, text)
 			wantRunError(t, []string{"--config", f}, append(want, f)...)
@@ -311,7 +311,7 @@ func TestConfigOutputIsAConfigFile(t *testing.T) {
 	f := writeConfig(t, `
 data-dir = "/tmp/with \"quotes\", back\\slash and ünïcødé"
 replicas = 3
-ack-wait = "1m30s"
+checkpoint-every = "1m30s"
 log-format = "json"
 `)
 	t.Setenv("SNIPER_NATS_URL", "nats://a:4222,nats://b:4222")

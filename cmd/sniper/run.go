@@ -21,7 +21,7 @@ import (
 type runOptions struct {
 	dataDir, natsURL, natsListen, fsync, httpAddr, httpToken string
 	replicas                                                 int
-	ackWait                                                  time.Duration
+	checkpointEvery                                          time.Duration
 	logLevel, logFormat                                      string
 
 	xmppAddr, xmppJID, xmppPassword, auctionDomain, xmppTLS string
@@ -43,7 +43,7 @@ func runFlags(fs *flag.FlagSet) *runOptions {
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "address of the web UI and JSON API; anything but a loopback address needs --http-token")
 	fs.StringVar(&o.httpToken, "http-token", "", "token every API call must carry (Authorization: Bearer) and the page asks for once; required when --http is not loopback")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the SNIPER stream (3 on a NATS cluster)")
-	fs.DurationVar(&o.ackWait, "ack-wait", jetstream.DefaultAckWait, "after a crash, how soon an input or outgoing message the dead process held is handed out again")
+	fs.DurationVar(&o.checkpointEvery, "checkpoint-every", jetstream.DefaultCheckpointEvery, "how often the readers of the log record how far they got: what a restart reads again at most")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 
@@ -129,7 +129,7 @@ Flags:
 	}
 	cfg := app.Config{
 		DataDir: o.dataDir, NATSURL: o.natsURL, NATSListen: o.natsListen, Fsync: interval,
-		HTTPAddr: o.httpAddr, HTTPToken: o.httpToken, Replicas: o.replicas, AckWait: o.ackWait, Logger: logger, Fault: fault, AuctionDomain: o.auctionDomain,
+		HTTPAddr: o.httpAddr, HTTPToken: o.httpToken, Replicas: o.replicas, CheckpointEvery: o.checkpointEvery, Logger: logger, Fault: fault, AuctionDomain: o.auctionDomain,
 	}
 	var demo *demoHouse // the embedded auction house, without --xmpp-addr
 	if o.xmppAddr != "" {

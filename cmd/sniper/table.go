@@ -94,20 +94,30 @@ func describeEvent(e api.Event) string {
 		return "auction closed"
 	case messages.TypeMalformed:
 		return fmt.Sprintf("unreadable message from the auction house: %s (%s)", strconv.Quote(d.Body), clean(d.Reason))
-	case messages.TypeJoin:
-		return "decided to join"
-	case messages.TypeBid:
-		return fmt.Sprintf("decided to bid %d", d.Price)
 	case messages.TypeSent:
 		return "sent to the auction house: " + clean(strings.TrimSpace(d.Body))
 	case messages.TypeUndelivered:
 		return fmt.Sprintf("the auction house never took: %s (%s)", clean(strings.TrimSpace(d.Body)), clean(d.Reason))
-	case messages.TypeSnapshot:
+	}
+	if isDecision(e) {
 		var s api.View
 		_ = json.Unmarshal(e.Data, &s)
-		return fmt.Sprintf("now %s (last price %s, last bid %s)", stateText(s), formatInt(s.LastPrice), formatInt(s.LastBid))
+		now := fmt.Sprintf("now %s (last price %s, last bid %s)", stateText(s), formatInt(s.LastPrice), formatInt(s.LastBid))
+		switch e.Type {
+		case messages.TypeJoin:
+			return "decided to join; " + now
+		case messages.TypeBid:
+			return fmt.Sprintf("decided to bid %d; %s", s.LastBid, now)
+		}
+		return now
 	}
 	return fmt.Sprintf("%s: %s", clean(e.Type), clean(truncate(string(e.Data), 200)))
+}
+
+// isDecision reports whether e is one of the sniper's decisions
+// (dec.join, dec.bid, dec.state), which carry its state.
+func isDecision(e api.Event) bool {
+	return strings.HasPrefix(e.Subject, messages.KindDec+".")
 }
 
 // clean escapes what must not reach a terminal as is: control characters

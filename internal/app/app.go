@@ -42,9 +42,10 @@ type Config struct {
 	// UndeliverableFor bounds the retries of a request the auction's
 	// server bounces (0: actors.DefaultUndeliverableFor).
 	UndeliverableFor time.Duration
-	// AckWait is how soon an input or request held by a crashed process
-	// is handed out again (0: jetstream.DefaultAckWait).
-	AckWait time.Duration
+	// CheckpointEvery is how often the log's followers write their
+	// checkpoints: what a restart reads again at most (0:
+	// jetstream.DefaultCheckpointEvery).
+	CheckpointEvery time.Duration
 	// XMPP is the sniper's account at the auction house; nil runs without
 	// one (commands are logged and decided, nothing reaches an auction).
 	XMPP *xmppclient.Config
@@ -91,9 +92,13 @@ type App struct {
 	stopOnce sync.Once
 }
 
-// inboundGrace bounds how long shutdown waits for the auction events the
-// XMPP session already received to be stored.
-const inboundGrace = 3 * time.Second
+// Shutdown grace periods: how long shutdown waits for the auction events
+// the XMPP session already received to be stored, and for the requests the
+// outbound bridge holds to be sent.
+const (
+	inboundGrace  = 3 * time.Second
+	outboundGrace = 3 * time.Second
+)
 
 // Start brings the sniper up; on error everything started is stopped.
 func Start(ctx context.Context, cfg Config) (_ *App, err error) {
@@ -124,7 +129,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.log, err = jetstream.Open(ctx, a.nc, jetstream.StreamConfig{Replicas: cfg.Replicas, AckWait: cfg.AckWait})
+	a.log, err = jetstream.Open(ctx, a.nc, jetstream.StreamConfig{Replicas: cfg.Replicas})
 	if err != nil {
 		return nil, err
 	}
@@ -133,7 +138,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 	a.metrics.Register(metrics.NewStateCollector(a.view, a.log))
-	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes, UndeliverableFor: cfg.UndeliverableFor}
+	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes, UndeliverableFor: cfg.UndeliverableFor, CheckpointEvery: cfg.CheckpointEvery}
 	a.system, err = actors.StartSystem(ctx, deps)
 	if err != nil {
 		return nil, err
@@ -277,6 +282,19 @@ func (a *App) NATSURL() string {
 // Log is the app's event log.
 func (a *App) Log() *jetstream.Log { return a.log }
 
+// InputBacklog is how many inputs the snipers were handed and have not
+// decided yet (held while the log refuses their decisions, say).
+func (a *App) InputBacklog() int { return a.system.InputBacklog() }
+
+// OutboundBacklog is how many decisions the outbound bridge was handed and
+// has not finished sending; 0 without XMPP.
+func (a *App) OutboundBacklog() int {
+	if a.outbound == nil {
+		return 0
+	}
+	return a.outbound.Backlog()
+}
+
 // Stop shuts down in dependency order: no new requests, no new inputs,
 // in-flight decisions finished, then the log. ctx bounds the HTTP drain.
 func (a *App) Stop(ctx context.Context) {
@@ -296,13 +314,11 @@ func (a *App) Stop(ctx context.Context) {
 }
 
 func (a *App) shutdown() {
-	// Every follower stops pulling before it stops working: what the
-	// server already delivered is finished and acked, the rest stays in
-	// the log, undelivered, and comes at once after a restart (a message
-	// delivered and not acked would wait out the AckWait, since a Nak does
-	// not survive a restart of the embedded server).
+	// Every follower stops reading before it stops working: what it
+	// already handed out is finished (within a grace period), its
+	// checkpoint is written, and the rest is read again after a restart.
 	//
-	// The outbound feed first, while the session can still send what it
+	// The outbound bridge first, while the session can still send what it
 	// holds. Then the XMPP session: ending the stream stops the auction
 	// house from handing the sniper more (later messages bounce at the
 	// server), and the session's reader hands what it already received to
@@ -312,7 +328,7 @@ func (a *App) shutdown() {
 	// it gives up, and the session ends. Then the snipers, which decide
 	// what they were handed.
 	if a.outbound != nil {
-		a.outbound.Stop()
+		a.outbound.Stop(outboundGrace)
 	}
 	if a.chatStop != nil {
 		a.chatStop()

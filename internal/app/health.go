@@ -37,7 +37,7 @@ func (a *App) Readiness(ctx context.Context) (bool, []Check) {
 	c = Check{Name: "stream", OK: true}
 	if natsOK {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := a.log.Stream().Info(ctx)
+		_, err := a.log.LastSeq(ctx)
 		cancel()
 		if err != nil {
 			c.OK, c.Error = false, "stream SNIPER unreachable: "+err.Error()

@@ -90,8 +90,8 @@ func TestNATSCLIInspectsTheEmbeddedLog(t *testing.T) {
 	if info.Config.Name != "SNIPER" || !slices.Equal(info.Config.Subjects, []string{"sniper.>"}) {
 		t.Fatalf("stream info: name %q subjects %v, want SNIPER on [sniper.>]\n%s", info.Config.Name, info.Config.Subjects, out)
 	}
-	if info.State.Messages < 3 {
-		t.Fatalf("stream info: %d messages, want at least start, snapshot and join\n%s", info.State.Messages, out)
+	if info.State.Messages < 2 {
+		t.Fatalf("stream info: %d messages, want at least the start and the decision to join\n%s", info.State.Messages, out)
 	}
 
 	// stream subjects: each kind of fact has its own subject.
@@ -100,7 +100,7 @@ func TestNATSCLIInspectsTheEmbeddedLog(t *testing.T) {
 	if err := json.Unmarshal(out, &subjects); err != nil {
 		t.Fatalf("stream subjects --json is not a subject->count map: %v\n%s", err, out)
 	}
-	for _, s := range []string{"sniper." + item + ".cmd.start", "sniper." + item + ".state.snapshot", "sniper." + item + ".out.join"} {
+	for _, s := range []string{"sniper." + item + ".cmd.start", "sniper." + item + ".dec.join"} {
 		if subjects[s] != 1 {
 			t.Fatalf("stream subjects: %s has %d messages, want 1\n%s", s, subjects[s], out)
 		}
@@ -153,18 +153,22 @@ func TestNATSCLIGuide(t *testing.T) {
 	const item = "item-guide"
 	wantStatus(t, post(t, a, item, 1100), http.StatusCreated)
 
+	// One reader per follower of the log, whatever the number of auctions.
 	report := string(runNATS(t, cli, url, "consumer", "report", "SNIPER"))
-	for _, want := range []string{"supervisor", "sniper-" + item} {
+	for _, want := range []string{"inputs_", "projection_"} {
 		if !strings.Contains(report, want) {
 			t.Fatalf("consumer report lacks %q:\n%s", want, report)
 		}
 	}
+	if strings.Contains(report, item) {
+		t.Fatalf("consumer report has a consumer for %s; consumers must not grow with auctions:\n%s", item, report)
+	}
 
-	// nats sub as a live feed: it sees the snapshot of a stop made after it
-	// subscribed.
+	// nats sub as a live feed: it sees the decision of a stop made after
+	// it subscribed.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	sub := exec.CommandContext(ctx, cli, "--server", url, "sub", "sniper.*.state.>", "--count", "1")
+	sub := exec.CommandContext(ctx, cli, "--server", url, "sub", "sniper.*.dec.>", "--count", "1")
 	feed := &lockedBuffer{}
 	sub.Stdout, sub.Stderr = feed, feed
 	if err := sub.Start(); err != nil {
@@ -177,7 +181,7 @@ func TestNATSCLIGuide(t *testing.T) {
 		t.Fatalf("nats sub: %v\n%s", err, feed.String())
 	}
 	if !strings.Contains(feed.String(), `"state":"Stopped"`) {
-		t.Fatalf("nats sub did not show the Stopped snapshot:\n%s", feed.String())
+		t.Fatalf("nats sub did not show the Stopped decision:\n%s", feed.String())
 	}
 
 	// stream view pages in a terminal: run it in a tmux pane and read it.

@@ -169,17 +169,23 @@ async function stopSniper(item, button) {
 
 function describe(ev) {
   const d = ev.data || {};
+  // A decision (dec.join, dec.bid, dec.state) carries the sniper's new state.
+  const now = `now ${d.state}: last price ${d.last_price}, last bid ${d.last_bid}` + (d.reason ? ` (${d.reason})` : "");
+  if (String(ev.subject).startsWith("dec.")) {
+    switch (ev.type) {
+      case "join": return "Decided to join; " + now;
+      case "bid": return `Decided to bid ${d.last_bid}; ` + now;
+      default: return now.charAt(0).toUpperCase() + now.slice(1);
+    }
+  }
   switch (ev.type) {
     case "start": return `You joined, bidding up to ${d.stop_price}`;
     case "stop": return "You stopped the sniper";
     case "price": return `Price ${d.current_price} (increment ${d.increment}) by ${d.bidder}` + (d.from_sniper ? " (the sniper)" : "");
     case "close": return "The auction closed";
     case "malformed": return `Unreadable message "${d.body}": ${d.reason}`;
-    case "join": return "Decided to join";
-    case "bid": return `Decided to bid ${d.price}`;
     case "sent": return `Sent to the auction house: ${d.body}`;
     case "undelivered": return `The auction house never took: ${d.body} (${d.reason})`;
-    case "snapshot": return `Now ${d.state}: last price ${d.last_price}, last bid ${d.last_bid}` + (d.reason ? ` (${d.reason})` : "");
     default: return ev.type;
   }
 }

@@ -1,0 +1,6 @@
+package jetstream
+
+import "github.com/nats-io/nats.go/jetstream"
+
+// Stream is the stream handle, for tests that inspect what was stored.
+func (l *Log) Stream() jetstream.Stream { return l.stream }
