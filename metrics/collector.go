@@ -21,38 +21,46 @@ type ConsumerLister interface {
 	ConsumerInfos(ctx context.Context) ([]*jetstream.ConsumerInfo, error)
 }
 
-// stateCollector reads gauges at scrape time from the projection and the
-// log, so nothing has to keep them up to date.
-type stateCollector struct {
-	states    StateCounter
-	consumers ConsumerLister
-
-	snipers     *prometheus.Desc
-	pending     *prometheus.Desc
-	ackPending  *prometheus.Desc
-	redelivered *prometheus.Desc
+// BacklogReporter says how many deliveries each follower of the log was
+// handed and has not finished (the app provides it).
+type BacklogReporter interface {
+	Backlogs() map[string]int
 }
 
-// NewStateCollector exposes snipers by state and the consumers' backlog.
-func NewStateCollector(states StateCounter, consumers ConsumerLister) prometheus.Collector {
+// stateCollector reads gauges at scrape time from the projection, the
+// followers and the log, so nothing has to keep them up to date.
+type stateCollector struct {
+	states    StateCounter
+	backlogs  BacklogReporter
+	consumers ConsumerLister
+
+	snipers   *prometheus.Desc
+	unread    *prometheus.Desc
+	undone    *prometheus.Desc
+	consumerN *prometheus.Desc
+}
+
+// NewStateCollector exposes snipers by state, the followers' backlogs and
+// the stream's consumer count.
+func NewStateCollector(states StateCounter, backlogs BacklogReporter, consumers ConsumerLister) prometheus.Collector {
 	return &stateCollector{
 		states:    states,
+		backlogs:  backlogs,
 		consumers: consumers,
 		snipers:   prometheus.NewDesc("sniper_snipers", "Snipers by state.", []string{"state"}, nil),
-		pending: prometheus.NewDesc("sniper_consumer_pending_messages", "Messages not yet delivered, by consumer group (sniper inputs, outbound, supervisor).",
-			[]string{"consumer"}, nil),
-		ackPending: prometheus.NewDesc("sniper_consumer_ack_pending_messages", "Messages delivered and not yet acknowledged, by consumer group.",
-			[]string{"consumer"}, nil),
-		redelivered: prometheus.NewDesc("sniper_consumer_redelivered_messages", "Messages currently being redelivered, by consumer group.",
-			[]string{"consumer"}, nil),
+		unread: prometheus.NewDesc("sniper_follower_unread_messages", "Messages in the log a follower (inputs, outbound, projection) has not read yet.",
+			[]string{"follower"}, nil),
+		undone: prometheus.NewDesc("sniper_follower_undone_messages", "Messages a follower handed out and has not finished: inputs not decided, requests not sent.",
+			[]string{"follower"}, nil),
+		consumerN: prometheus.NewDesc("sniper_stream_consumers", "JetStream consumers on the SNIPER stream: constant, whatever the number of auctions.", nil, nil),
 	}
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.snipers
-	ch <- c.pending
-	ch <- c.ackPending
-	ch <- c.redelivered
+	ch <- c.unread
+	ch <- c.undone
+	ch <- c.consumerN
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -60,35 +68,28 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range []auction.State{auction.Joining, auction.Bidding, auction.Winning, auction.Losing, auction.Won, auction.Lost, auction.Failed, auction.Stopped} {
 		ch <- prometheus.MustNewConstMetric(c.snipers, prometheus.GaugeValue, float64(counts[st]), string(st))
 	}
+	for name, n := range c.backlogs.Backlogs() {
+		ch <- prometheus.MustNewConstMetric(c.undone, prometheus.GaugeValue, float64(n), name)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	infos, err := c.consumers.ConsumerInfos(ctx)
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.pending, err)
+		ch <- prometheus.NewInvalidMetric(c.unread, err)
 		return
 	}
-	type totals struct{ pending, ack, redelivered float64 }
-	groups := map[string]*totals{}
+	ch <- prometheus.MustNewConstMetric(c.consumerN, prometheus.GaugeValue, float64(len(infos)))
+	unread := map[string]float64{}
 	for _, info := range infos {
-		group := info.Name
-		if strings.HasPrefix(group, "sniper-") {
-			group = "sniper-inputs" // one consumer per auction: sum them
+		// A follower's reader is named <follower>_<n> (nats.go's ordered
+		// consumer); others (a history read, the nats CLI) are not ours.
+		name, _, ok := strings.Cut(info.Name, "_")
+		if !ok {
+			continue
 		}
-		if info.Config.Durable == "" {
-			continue // ordered readers (projection, history)
-		}
-		t := groups[group]
-		if t == nil {
-			t = &totals{}
-			groups[group] = t
-		}
-		t.pending += float64(info.NumPending)
-		t.ack += float64(info.NumAckPending)
-		t.redelivered += float64(info.NumRedelivered)
+		unread[name] += float64(info.NumPending)
 	}
-	for group, t := range groups {
-		ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, t.pending, group)
-		ch <- prometheus.MustNewConstMetric(c.ackPending, prometheus.GaugeValue, t.ack, group)
-		ch <- prometheus.MustNewConstMetric(c.redelivered, prometheus.GaugeValue, t.redelivered, group)
+	for name, n := range unread {
+		ch <- prometheus.MustNewConstMetric(c.unread, prometheus.GaugeValue, n, name)
 	}
 }

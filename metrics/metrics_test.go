@@ -70,23 +70,25 @@ type consumers []*jetstream.ConsumerInfo
 
 func (c consumers) ConsumerInfos(context.Context) ([]*jetstream.ConsumerInfo, error) { return c, nil }
 
+type backlogs map[string]int
+
+func (b backlogs) Backlogs() map[string]int { return b }
+
 func TestStateCollectorReadsAtScrapeTime(t *testing.T) {
 	m := metrics.New()
-	durable := func(name string, pending, ack, redelivered int) *jetstream.ConsumerInfo {
-		return &jetstream.ConsumerInfo{Name: name, Config: jetstream.ConsumerConfig{Durable: name},
-			NumPending: uint64(pending), NumAckPending: ack, NumRedelivered: redelivered}
-	}
-	m.Register(metrics.NewStateCollector(states{auction.Bidding: 2, auction.Won: 1}, consumers{
-		durable("sniper-a", 1, 1, 0), durable("sniper-b", 2, 0, 1), durable("xmpp-out", 5, 1, 1),
-		{Name: "ordered-reader", NumPending: 99}, // not durable: not counted
+	m.Register(metrics.NewStateCollector(states{auction.Bidding: 2, auction.Won: 1}, backlogs{"inputs": 4, "outbound": 1}, consumers{
+		{Name: "inputs_1", NumPending: 3}, {Name: "outbound_2", NumPending: 5}, {Name: "projection_1"},
+		{Name: "CLIREADER", NumPending: 99}, // not a follower's: counted, not as a follower
 	}))
 	want(t, scrape(t, m),
 		`sniper_snipers{state="Bidding"} 2`,
 		`sniper_snipers{state="Won"} 1`,
 		`sniper_snipers{state="Joining"} 0`,
-		`sniper_consumer_pending_messages{consumer="sniper-inputs"} 3`,
-		`sniper_consumer_ack_pending_messages{consumer="sniper-inputs"} 1`,
-		`sniper_consumer_redelivered_messages{consumer="sniper-inputs"} 1`,
-		`sniper_consumer_pending_messages{consumer="xmpp-out"} 5`,
+		`sniper_follower_unread_messages{follower="inputs"} 3`,
+		`sniper_follower_unread_messages{follower="outbound"} 5`,
+		`sniper_follower_unread_messages{follower="projection"} 0`,
+		`sniper_follower_undone_messages{follower="inputs"} 4`,
+		`sniper_follower_undone_messages{follower="outbound"} 1`,
+		"sniper_stream_consumers 4",
 	)
 }

@@ -137,7 +137,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.metrics.Register(metrics.NewStateCollector(a.view, a.log))
+	a.metrics.Register(metrics.NewStateCollector(a.view, backlogs{a}, a.log))
 	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes, UndeliverableFor: cfg.UndeliverableFor, CheckpointEvery: cfg.CheckpointEvery}
 	a.system, err = actors.StartSystem(ctx, deps)
 	if err != nil {
@@ -281,6 +281,21 @@ func (a *App) NATSURL() string {
 
 // Log is the app's event log.
 func (a *App) Log() *jetstream.Log { return a.log }
+
+// backlogs reports the followers' backlogs for metrics; the system and the
+// bridge start after the collector is registered.
+type backlogs struct{ a *App }
+
+func (b backlogs) Backlogs() map[string]int {
+	out := map[string]int{}
+	if b.a.system != nil {
+		out[actors.InputFollowerName] = b.a.InputBacklog()
+	}
+	if b.a.outbound != nil {
+		out[actors.OutboundFollowerName] = b.a.OutboundBacklog()
+	}
+	return out
+}
 
 // InputBacklog is how many inputs the snipers were handed and have not
 // decided yet (held while the log refuses their decisions, say).
