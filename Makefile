@@ -52,8 +52,10 @@ faults: deps
 	SNIPER_FAULT_KILLS=$(FAULT_KILLS) $(GO) test -count=1 -timeout 90m -run TestKillSuite -v ./faults/ | grep -E 'kill suite|^(---|ok|FAIL|PASS)|_test.go'
 
 
-# Benchmarks against the raw JetStream baseline (nats bench) in one run;
-# prints a table with ratios. BENCH_N operations per measurement.
-BENCH_N ?= 3000
+# Benchmarks (cmd/sniperbench): the baselines (nats bench, an XMPP echo bot
+# on a stock Prosody) and the real sniper binary, measured in one run, medians
+# of 3 runs; prints a Markdown table with ratios to the baselines and writes
+# it into docs/benchmarks.md. BENCH_FLAGS e.g. -quick, -runs 5, -scale-max 100000.
+BENCH_FLAGS ?=
 bench: deps
-	$(GO) run ./cmd/sniperbench -n $(BENCH_N)
+	$(GO) run ./cmd/sniperbench -write $(BENCH_FLAGS)

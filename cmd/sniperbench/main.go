@@ -1,312 +1,327 @@
-// Command sniperbench measures the sniper against the raw JetStream it runs
-// on, in one run on one machine, and prints a table with ratios:
+// Command sniperbench is `make bench`: in one run on one machine it
+// measures the baselines and the sniper, and prints a Markdown table of
+// both with ratios to the baselines of the same run (-write also puts it
+// in docs/benchmarks.md, between markers, keeping the prose).
 //
-//   - the baseline: `nats bench js pub sync` and `nats bench js pub atomic
-//     --batch 2` (a decision is an atomic batch of two messages) against
-//     the same embedded server;
-//   - the log port: jetstream.Log.Commit of a decision (snapshot + bid,
-//     fenced, with message ids), over TCP like the baseline and in-process
-//     as the sniper uses it;
-//   - the whole sniper: inputs appended to the log and decided by the
-//     actors (one per auction), end to end, with per-input latency.
+// The sniper is measured black-box: the real binary (go build
+// ./cmd/sniper) run as a process, spoken to over its HTTP API, over XMPP
+// through a stock Prosody (the testkit's), and over its NATS port. Rows:
 //
-// Each is run with the store fsynced on every write (the default) and
-// flushed every second, to show what the durability policy costs.
+//   - baselines: `nats bench js pub sync` (with p50/p99 of sync publishes
+//     timed with nats.go) and `... async` against an embedded nats-server
+//     started as the sniper starts its own; an XMPP echo bot on the same
+//     Prosody, 1 auction and 100 auctions x 20 prices, closed loop;
+//   - the sniper through Prosody: PRICE->BID latency (1 auction), BIDs/s
+//     (100 x 20, closed loop), its CPU per BID, a CPU profile if it serves
+//     /debug/pprof;
+//   - log only: inputs published straight into its stream, decisions/s at
+//     1, 100 and 10,000 concurrent auctions;
+//   - scale: POSTs/s creating 10,000 snipers (-scale-max), restart time
+//     with 1,000 and 10,000 auctions, RSS, heap and CPU of idle auctions,
+//     JetStream consumers.
+//
+// Each log-related row runs at --fsync always and --fsync 1s; figures are
+// medians over -runs runs. A stage that fails or runs out of time is a
+// "failed: why" cell, never a hang or an abort.
 package main
 
 import (
 	"context"
-	"encoding/csv"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
-	"strconv"
+	"runtime/debug"
 	"strings"
-	"sync"
-	"text/tabwriter"
 	"time"
-
-	"github.com/nats-io/nats.go"
-
-	"sniper/actors"
-	"sniper/auction"
-	"sniper/jetstream"
-	"sniper/messages"
 )
 
-type row struct {
-	name    string
-	fsync   string
-	rate    float64 // operations per second
-	p50     time.Duration
-	p99     time.Duration
-	note    string
-	baseRef string // name of the baseline row this is compared with
+// params sizes a run.
+type params struct {
+	runs                     int
+	syncMsgs, asyncMsgs      int
+	latPrices                int
+	loadAuctions, loadPrices int
+	logLevels                []logLevel
+	scaleMax                 int
+	restartSizes             []int
+	idleWindow               time.Duration
+	postTimeout              time.Duration
+	profileFor               time.Duration
 }
 
+func defaultParams(quick bool, scaleMax int) params {
+	if quick {
+		return params{runs: 1, syncMsgs: 1000, asyncMsgs: 10000, latPrices: 50, loadAuctions: 100, loadPrices: 5,
+			logLevels: []logLevel{{1, 300}, {100, 5}, {1000, 2}}, scaleMax: scaleMax, idleWindow: 3 * time.Second,
+			profileFor: 3 * time.Second}
+	}
+	return params{runs: 3, syncMsgs: 5000, asyncMsgs: 20000, latPrices: 200, loadAuctions: 100, loadPrices: 20,
+		logLevels: []logLevel{{1, 2000}, {100, 20}, {10000, 2}}, scaleMax: scaleMax, idleWindow: 10 * time.Second,
+		profileFor: 10 * time.Second}
+}
+
+// bench is what every stage shares.
+type bench struct {
+	p          params
+	res        *results
+	root       string // the module
+	dataRoot   string // where data dirs go
+	profileDir string
+	logDir     string
+	natsBin    string
+	bin        string // the sniper binary
+	house      *house
+	loadItems  []string
+}
+
+const latItem = "lat-1"
+
+func (e *bench) loadAuctions() []*auctionClient {
+	out := make([]*auctionClient, 0, len(e.loadItems))
+	for _, it := range e.loadItems {
+		out = append(out, e.house.auctions[it])
+	}
+	return out
+}
+
+func (e *bench) logPath(name string) string { return filepath.Join(e.logDir, name) }
+
+var policies = []string{"always", "1s"}
+
 func main() {
-	n := flag.Int("n", 5000, "operations per measurement")
-	items := flag.Int("items", 20, "auctions in the end-to-end measurement")
-	natsBin := flag.String("nats", "nats", "the nats CLI, for the baseline")
+	runs := flag.Int("runs", 3, "runs per measurement; the table shows medians")
+	quick := flag.Bool("quick", false, "one run with fewer operations (scale: 1,000 snipers unless -scale-max is given)")
+	write := flag.Bool("write", false, "also write the table into -doc, between its sniperbench markers")
+	doc := flag.String("doc", "docs/benchmarks.md", "the document -write updates (relative to the module root)")
+	scaleMax := flag.Int("scale-max", 10000, "snipers created in the scale stage; restarts are timed at 1,000, 10,000 and 100,000 up to this")
+	natsFlag := flag.String("nats", "", "the nats CLI (default: PATH, then $(go env GOPATH)/bin/nats)")
+	dataRoot := flag.String("dir", os.TempDir(), "where the data dirs of the servers go (its filesystem is what fsync costs)")
+	out := flag.String("out", "", "where profiles and the sniper's logs go (default: <module>/bin/bench)")
+	stages := flag.String("stages", "baseline,echo,sniper,log,scale", "the stages to run, comma-separated")
 	flag.Parse()
-	if err := run(*n, *items, *natsBin, os.Stdout); err != nil {
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	sm := *scaleMax
+	if *quick && !set["scale-max"] {
+		sm = 1000
+	}
+	p := defaultParams(*quick, sm)
+	if set["runs"] || !*quick {
+		p.runs = max(*runs, 1)
+	}
+	for _, n := range []int{1000, 10000, 100000} {
+		if n <= p.scaleMax {
+			p.restartSizes = append(p.restartSizes, n)
+		}
+	}
+	p.postTimeout = 60*time.Second + time.Duration(p.scaleMax/500)*time.Second
+
+	if err := run(p, *write, *doc, *natsFlag, *dataRoot, *out, *stages); err != nil {
 		fmt.Fprintln(os.Stderr, "sniperbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(n, items int, natsBin string, out io.Writer) error {
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var rows []row
-	for _, sync := range []time.Duration{0, time.Second} {
-		policy := "always"
-		if sync > 0 {
-			policy = sync.String()
-		}
-		dir, err := os.MkdirTemp("", "sniperbench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		ctx := context.Background()
-		srv, err := jetstream.StartEmbedded(ctx, jetstream.EmbeddedConfig{DataDir: dir, Listen: "127.0.0.1:0", SyncInterval: sync, Logger: quiet})
-		if err != nil {
-			return err
-		}
-		r, err := measure(ctx, srv, n, items, natsBin, policy, quiet)
-		srv.Shutdown()
-		if err != nil {
-			return err
-		}
-		rows = append(rows, r...)
+func run(p params, write bool, doc, natsFlag, dataRoot, outDir, stageList string) error {
+	began := time.Now()
+	root, err := moduleRoot()
+	if err != nil {
+		return err
 	}
-	printTable(out, rows)
+	if outDir == "" {
+		outDir = filepath.Join(root, "bin", "bench")
+	}
+	e := &bench{p: p, res: newResults(), root: root, profileDir: outDir, logDir: filepath.Join(outDir, "logs")}
+	if err := os.MkdirAll(e.logDir, 0o755); err != nil {
+		return err
+	}
+	if old, err := filepath.Glob(filepath.Join(e.logDir, "sniper-*.log")); err == nil {
+		for _, f := range old {
+			_ = os.Remove(f)
+		}
+	}
+	tmp, err := os.MkdirTemp(dataRoot, "sniperbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	e.dataRoot = tmp
+	for i := 1; i <= p.loadAuctions; i++ {
+		e.loadItems = append(e.loadItems, fmt.Sprintf("load-%03d", i))
+	}
+	e.declareRows()
+	want := map[string]bool{}
+	for _, s := range strings.Split(stageList, ",") {
+		want[strings.TrimSpace(s)] = true
+	}
+	defer killAll()
+
+	natsBin, natsErr := natsCLI(natsFlag)
+	e.natsBin = natsBin
+	progress("building ./cmd/sniper")
+	bin, buildErr := buildSniper(root, tmp)
+	e.bin = bin
+	var houseErr error
+	if want["echo"] || want["sniper"] || want["log"] || want["scale"] {
+		progress("starting Prosody, logging in %d auctions, the echo bot and the sink", p.loadAuctions+1)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		e.house, houseErr = startHouse(ctx, filepath.Join(tmp, "prosody"), append([]string{latItem}, e.loadItems...))
+		cancel()
+		if e.house != nil {
+			defer e.house.close()
+		}
+	}
+	// needs says why a stage cannot run, if it cannot.
+	needs := func(nats, sniper, house bool) error {
+		switch {
+		case nats && natsErr != nil:
+			return natsErr
+		case sniper && buildErr != nil:
+			return buildErr
+		case house && houseErr != nil:
+			return fmt.Errorf("prosody: %w", houseErr)
+		}
+		return nil
+	}
+
+	for r := 1; r <= p.runs; r++ {
+		if want["echo"] {
+			e.stage(fmt.Sprintf("run %d/%d: XMPP echo bot", r, p.runs), 5*time.Minute, needs(false, false, true),
+				[]string{"echo.lat", "echo.load"}, func(ctx context.Context) error { return echoStage(ctx, e) })
+		}
+		for _, pol := range policies {
+			if want["baseline"] {
+				e.stage(fmt.Sprintf("run %d/%d, fsync %s: nats bench", r, p.runs, pol), 5*time.Minute, needs(true, false, false),
+					[]string{"base.sync." + pol, "base.async." + pol}, func(ctx context.Context) error { return baseline(ctx, e, pol) })
+			}
+			if want["sniper"] {
+				e.stage(fmt.Sprintf("run %d/%d, fsync %s: sniper through Prosody", r, p.runs, pol), 8*time.Minute, needs(false, true, true),
+					[]string{"sniper.lat." + pol, "sniper.load." + pol, "sniper.cpu." + pol}, func(ctx context.Context) error { return sniperStage(ctx, e, r, pol) })
+			}
+			if want["log"] {
+				var keys []string
+				for _, lv := range p.logLevels {
+					keys = append(keys, lv.key(pol))
+				}
+				e.stage(fmt.Sprintf("run %d/%d, fsync %s: log only", r, p.runs, pol), 12*time.Minute, needs(false, true, true),
+					keys, func(ctx context.Context) error { return logStage(ctx, e, r, pol) })
+			}
+		}
+	}
+	if want["scale"] {
+		for _, pol := range policies {
+			e.stage(fmt.Sprintf("fsync %s: scale, %s snipers by POST", pol, thousands(float64(p.scaleMax))), 15*time.Minute, needs(false, true, true),
+				[]string{"scale.post." + pol, "scale.rss." + pol, "scale.idlecpu." + pol, "scale.consumers." + pol},
+				func(ctx context.Context) error { return scaleStage(ctx, e, pol) })
+		}
+		var keys []string
+		for _, n := range p.restartSizes {
+			for _, pol := range policies {
+				keys = append(keys, fmt.Sprintf("scale.restart.%d.%s", n, pol))
+			}
+		}
+		e.stage("scale: restarts", 25*time.Minute, needs(false, true, true),
+			keys, func(ctx context.Context) error { return restartStage(ctx, e) })
+	}
+
+	args := strings.Join(os.Args[1:], " ")
+	if args != "" {
+		args = " " + args
+	}
+	scaleRuns := ""
+	if want["scale"] {
+		scaleRuns = " (scale rows: 1 run per sync policy)"
+	}
+	h := header{
+		machine:  machine(dataRoot),
+		versions: versions(root, natsBin),
+		sync: "`--fsync always`: the embedded store fsyncs every write (`sync_interval: always`), the default; " +
+			"`--fsync 1s`: flushed every second. The nats bench baselines run on a server with the same setting.",
+		run: fmt.Sprintf("%s, `go run ./cmd/sniperbench%s` (sniper at %s), medians of %d run(s)%s, took %s. "+
+			"Latencies: every round trip of a run (the 1-auction loops after %d warm-up rounds), its p50/p99/max, then the median over runs. Log and output of each sniper process: `%s`.",
+			began.Format("2006-01-02 15:04 MST"), args, vcsRevision(root), p.runs, scaleRuns, time.Since(began).Round(time.Second), warmup, relTo(root, e.logDir)),
+	}
+	table := e.res.markdown(h)
+	fmt.Println(table)
+	if write {
+		path := doc
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(root, path)
+		}
+		if err := writeDoc(path, table); err != nil {
+			return err
+		}
+		progress("wrote %s", path)
+	}
 	return nil
 }
 
-func measure(ctx context.Context, srv *jetstream.Server, n, items int, natsBin, policy string, logger *slog.Logger) ([]row, error) {
-	var rows []row
-	for _, mode := range []string{"sync", "atomic"} {
-		args := []string{"--server", srv.ClientURL(), "bench", "js", "pub", mode, "bench." + mode, "--msgs", strconv.Itoa(n),
-			"--size", "200B", "--create", "--purge", "--no-progress", "--stream", "BENCH" + strings.ToUpper(mode)}
-		if mode == "atomic" {
-			args = append(args, "--batch", "2")
+// stage runs fn with a deadline. Whatever fn does, the stage ends: past
+// its deadline (plus a grace) it is reported as failed and left behind,
+// and any sniper process still alive is killed.
+func (e *bench) stage(name string, timeout time.Duration, cannot error, keys []string, fn func(context.Context) error) {
+	if cannot != nil {
+		for _, k := range keys {
+			if !e.res.failed(k) {
+				e.res.fail(k, cannot)
+			}
 		}
-		rate, err := natsBench(natsBin, args)
-		if err != nil {
-			return nil, err
-		}
-		name := "nats bench js pub sync (1 msg)"
-		if mode == "atomic" {
-			name = "nats bench js pub atomic --batch 2"
-			rate /= 2 // batches per second: one batch is one decision's worth
-		}
-		rows = append(rows, row{name: name, fsync: policy, rate: rate, note: "baseline, TCP"})
+		return
 	}
-	tcp, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		return nil, err
-	}
-	defer tcp.Close()
-	inproc, err := srv.Connect("bench")
-	if err != nil {
-		return nil, err
-	}
-	defer inproc.Close()
-	for _, c := range []struct {
-		nc   *nats.Conn
-		how  string
-		base string
-	}{{tcp, "TCP", "nats bench js pub atomic --batch 2"}, {inproc, "in-process", "nats bench js pub atomic --batch 2"}} {
-		log, err := jetstream.Open(ctx, c.nc, jetstream.StreamConfig{})
-		if err != nil {
-			return nil, err
-		}
-		rate, p50, p99, err := commits(ctx, log, n, c.how)
-		if err != nil {
-			return nil, err
-		}
-		rows = append(rows, row{name: "Log.Commit (snapshot+bid, fenced), " + c.how, fsync: policy, rate: rate, p50: p50, p99: p99, baseRef: c.base})
-	}
-	log, err := jetstream.Open(ctx, inproc, jetstream.StreamConfig{})
-	if err != nil {
-		return nil, err
-	}
-	rate, p50, p99, err := endToEnd(ctx, log, n, items, logger)
-	if err != nil {
-		return nil, err
-	}
-	rows = append(rows, row{name: fmt.Sprintf("sniper: input decided end to end (%d auctions)", items), fsync: policy, rate: rate, p50: p50, p99: p99, baseRef: "nats bench js pub sync (1 msg)",
-		note: "append + actor decide + commit + ack"})
-	return rows, nil
-}
-
-// natsBench runs the nats CLI and returns the messages per second it
-// reports in its CSV output.
-func natsBench(bin string, args []string) (float64, error) {
-	csvPath := filepath.Join(os.TempDir(), fmt.Sprintf("sniperbench-%d.csv", time.Now().UnixNano()))
-	defer os.Remove(csvPath)
-	cmd := exec.Command(bin, append(args, "--csv", csvPath)...)
-	outp, err := cmd.CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("%s %s: %v\n%s", bin, strings.Join(args, " "), err, outp)
-	}
-	f, err := os.Open(csvPath)
-	if err != nil {
-		return 0, fmt.Errorf("nats bench wrote no CSV: %w\n%s", err, outp)
-	}
-	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
-	if err != nil || len(recs) < 2 {
-		return 0, fmt.Errorf("nats bench CSV: %v", err)
-	}
-	col := slices.Index(recs[0], "MsgsPerSec")
-	if col < 0 {
-		return 0, fmt.Errorf("nats bench CSV has no MsgsPerSec column: %v", recs[0])
-	}
-	total := 0.0
-	for _, r := range recs[1:] {
-		v, _ := strconv.ParseFloat(r[col], 64)
-		total += v
-	}
-	return total, nil
-}
-
-// commits measures sequential decision commits on one auction, each fenced
-// on the previous one, as a sniper actor makes them.
-func commits(ctx context.Context, log *jetstream.Log, n int, tag string) (float64, time.Duration, time.Duration, error) {
-	item := "bench-commit-" + strings.ReplaceAll(tag, " ", "")
-	fence := uint64(0)
-	lat := make([]time.Duration, 0, n)
+	progress("%s", name)
 	start := time.Now()
-	for i := 1; i <= n; i++ {
-		s := auction.Snapshot{Item: item, State: auction.Bidding, LastPrice: int64(i), LastBid: int64(i + 1), StopPrice: 1 << 40}
-		t0 := time.Now()
-		seq, err := log.Commit(ctx, jetstream.Decision{
-			Item: item, Fence: fence, InputSeq: uint64(i), Snapshot: messages.NewSnapshot(s, uint64(i)),
-			Outputs: []messages.Outgoing{{Subject: messages.Subject(item, messages.KindOut, messages.TypeBid), Payload: messages.BidRequest{Type: messages.TypeBid, Item: item, Price: int64(i + 1), InputSeq: uint64(i)}}},
-		})
-		if err != nil {
-			return 0, 0, 0, err
-		}
-		lat = append(lat, time.Since(t0))
-		fence = seq
-	}
-	p50, p99 := percentiles(lat)
-	return float64(n) / time.Since(start).Seconds(), p50, p99, nil
-}
-
-// endToEnd runs the actor system and measures how fast appended inputs are
-// decided, and each input's latency from append to its snapshot.
-func endToEnd(ctx context.Context, log *jetstream.Log, n, items int, logger *slog.Logger) (float64, time.Duration, time.Duration, error) {
-	sys, err := actors.StartSystem(ctx, actors.Deps{Log: log, Logger: logger})
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer sys.Stop()
-	names := make([]string, items)
-	for i := range names {
-		names[i] = fmt.Sprintf("bench-e2e-%d", i)
-		if _, err := log.Append(ctx, messages.Subject(names[i], messages.KindCmd, messages.TypeStart), messages.NewStart(names[i], 1<<40)); err != nil {
-			return 0, 0, 0, err
-		}
-	}
-	per := max(n/items, 1)
-	var (
-		mu  sync.Mutex
-		lat []time.Duration
-		wg  sync.WaitGroup
-		bad error
-	)
-	start := time.Now()
-	for _, item := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := 1; k <= per; k++ {
-				t0 := time.Now()
-				seq, err := log.Append(ctx, messages.Subject(item, messages.KindIn, messages.TypePrice), messages.NewPrice(item, int64(k*10), 1, "other", false))
-				if err == nil {
-					err = waitDecided(ctx, log, item, seq)
-				}
-				if err != nil {
-					mu.Lock()
-					bad = err
-					mu.Unlock()
-					return
-				}
-				mu.Lock()
-				lat = append(lat, time.Since(t0))
-				mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("panic: %v\n%s", r, debug.Stack())
 			}
 		}()
+		done <- fn(ctx)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(timeout + 30*time.Second):
+		err = fmt.Errorf("stage did not end within %s", timeout)
 	}
-	wg.Wait()
-	if bad != nil {
-		return 0, 0, 0, bad
-	}
-	p50, p99 := percentiles(lat)
-	return float64(len(lat)) / time.Since(start).Seconds(), p50, p99, nil
-}
-
-// waitDecided polls the auction's last snapshot: the benchmark's own
-// reading adds a direct get per poll, which the table's note mentions.
-func waitDecided(ctx context.Context, log *jetstream.Log, item string, seq uint64) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		s, err := log.LastSnapshot(ctx, item)
-		if err == nil && s.InputSeq >= seq {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("input %d of %s not decided in 30 s", seq, item)
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-}
-
-func percentiles(d []time.Duration) (time.Duration, time.Duration) {
-	if len(d) == 0 {
-		return 0, 0
-	}
-	slices.Sort(d)
-	return d[len(d)*50/100], d[min(len(d)*99/100, len(d)-1)]
-}
-
-func printTable(out io.Writer, rows []row) {
-	rate := map[string]float64{}
-	for _, r := range rows {
-		if r.baseRef == "" {
-			rate[r.name+"|"+r.fsync] = r.rate
+	killAll()
+	if err != nil {
+		progress("%s: %v", name, err)
+		for _, k := range keys {
+			e.res.fail(k, err)
 		}
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "measurement\tfsync\tops/s\tp50\tp99\tvs baseline\tnote")
-	for _, r := range rows {
-		ratio := ""
-		if b := rate[r.baseRef+"|"+r.fsync]; b > 0 {
-			ratio = fmt.Sprintf("%.2fx of %s", r.rate/b, short(r.baseRef))
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%s\t%s\n", r.name, r.fsync, r.rate, dur(r.p50), dur(r.p99), ratio, r.note)
-	}
-	tw.Flush()
+	progress("%s: %s", name, time.Since(start).Round(100*time.Millisecond))
 }
 
-func short(s string) string {
-	if strings.Contains(s, "atomic") {
-		return "atomic batch"
-	}
-	return "sync publish"
+var t0 = time.Now()
+
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Since(t0).Round(time.Second), fmt.Sprintf(format, args...))
 }
 
-func dur(d time.Duration) string {
-	if d == 0 {
-		return "-"
+func relTo(root, path string) string {
+	if r, err := filepath.Rel(root, path); err == nil && !strings.HasPrefix(r, "..") {
+		return r
 	}
-	return d.Round(time.Microsecond).String()
+	return path
+}
+
+// vcsRevision names the commit the sniper was built from, "+dirty" when
+// the working tree had changes.
+func vcsRevision(root string) string {
+	out, err := gitOut(root, "rev-parse", "--short", "HEAD")
+	if err != nil {
+		return "an unknown commit"
+	}
+	rev := strings.TrimSpace(out)
+	if st, err := gitOut(root, "status", "--porcelain", "--untracked-files=no"); err == nil && strings.TrimSpace(st) != "" {
+		rev += "+dirty"
+	}
+	return rev
 }
