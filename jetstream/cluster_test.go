@@ -26,6 +26,8 @@ import (
 //   - once a leader is back the same decision, on the same fence, commits;
 //     committed again, it is refused with ErrConflict (its message ids are
 //     known to the new leader), so a retry cannot store it twice.
+//
+// A decision is one fenced message (see Log.Commit), on an R3 stream too.
 func TestCommitAcrossTheLossOfTheStreamLeader(t *testing.T) {
 	c := testkit.StartCluster(t, 3)
 	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
@@ -34,15 +36,18 @@ func TestCommitAcrossTheLossOfTheStreamLeader(t *testing.T) {
 	}
 	t.Cleanup(nc.Close)
 	ctx := testContext(t)
-	l, err := jetstream.Open(ctx, nc, jetstream.StreamConfig{Replicas: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Right after the meta leader is elected it may not know its peers yet
+	// ("no suitable peers for placement"): creating the stream is retried.
+	var l *jetstream.Log
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		open, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		l, err = jetstream.Open(open, nc, jetstream.StreamConfig{Replicas: 3})
+		return err == nil
+	}, "cannot create the R3 stream: %v", errorNow(func() error { return err }))
 	const item = "item-r3"
-	snapSubject := messages.Subject(item, messages.KindState, messages.TypeSnapshot)
-	bidSubject := messages.Subject(item, messages.KindOut, messages.TypeBid)
 
-	// Concurrent writers from the same snapshot: exactly one goes through.
+	// Concurrent writers from the same decision: exactly one goes through.
 	startSeq := appendInput(t, ctx, l, messages.Subject(item, messages.KindCmd, messages.TypeStart), messages.NewStart(item, 5000))
 	const writers = 6
 	start := make(chan struct{})
@@ -74,10 +79,12 @@ func TestCommitAcrossTheLossOfTheStreamLeader(t *testing.T) {
 	if committed != 1 {
 		t.Fatalf("%d concurrent writers committed, want 1", committed)
 	}
-	fence, err := l.LastSnapshot(ctx, item)
+	fence, err := l.LastDecision(ctx, item)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Inputs of the auction written meanwhile do not move the fence.
+	appendInput(t, ctx, l, messages.Subject(item, messages.KindIn, messages.TypeMalformed), messages.NewMalformed(item, "junk", "bad"))
 
 	// The stream leader is lost, as in a crash.
 	leader := c.WaitStreamLeader(jetstream.StreamName, 10*time.Second)
@@ -95,11 +102,11 @@ func TestCommitAcrossTheLossOfTheStreamLeader(t *testing.T) {
 
 	// Retried, as the actor's redelivered input does, it commits once a
 	// leader is back.
-	var snapSeq uint64
+	var decSeq uint64
 	testkit.Eventually(t, 20*time.Second, func() bool {
 		retry, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		snapSeq, err = l.Commit(retry, d)
+		decSeq, err = l.Commit(retry, d)
 		if errors.Is(err, jetstream.ErrConflict) {
 			t.Fatalf("retried commit after the loss: %v, want success", err)
 		}
@@ -107,22 +114,27 @@ func TestCommitAcrossTheLossOfTheStreamLeader(t *testing.T) {
 	}, "the decision never committed after the loss of the stream leader: %v", errorNow(func() error { return err }))
 	t.Logf("committed %s after the loss (new leader %s)", time.Since(lost).Round(time.Millisecond), c.Name(c.StreamLeader(jetstream.StreamName)))
 
-	// Once more: refused, nothing stored twice.
 	ctx = testContext(t)
-	d.Fence = snapSeq
+	checkStoredDecision(t, ctx, l, decSeq, d)
+
+	// Once more, on the fence it moved to: refused as a duplicate, nothing
+	// stored twice.
+	d.Fence = decSeq
 	if _, err := l.Commit(ctx, d); !errors.Is(err, jetstream.ErrConflict) {
 		t.Fatalf("re-commit on the new leader: %v, want ErrConflict", err)
 	}
-	if n := subjectCount(t, ctx, l, snapSubject); n != 2 {
-		t.Errorf("%d snapshots stored, want 2", n)
+	if n := decisionCount(t, ctx, l, item); n != 2 {
+		t.Errorf("%d decisions stored, want 2", n)
 	}
-	if n := subjectCount(t, ctx, l, bidSubject); n != 2 {
-		t.Errorf("%d bids stored, want 2", n)
+	if n := subjectCount(t, ctx, l, messages.DecisionSubject(item, messages.TypeBid)); n != 2 {
+		t.Errorf("%d bid decisions stored, want 2", n)
 	}
-	got, err := l.LastSnapshot(ctx, item)
-	if err != nil || got.Seq != snapSeq || got.InputSeq != priceSeq {
-		t.Errorf("LastSnapshot = %+v, %v; want seq %d for input %d", got, err, snapSeq, priceSeq)
+	got, err := l.LastDecision(ctx, item)
+	if err != nil || got.Seq != decSeq || got.InputSeq != priceSeq {
+		t.Errorf("LastDecision = %+v, %v; want seq %d for input %d", got, err, decSeq, priceSeq)
 	}
+	// Another auction decides on the new leader without conflict.
+	commit(t, ctx, l, decision(t, "item-r3-other", 0, priceSeq, auction.Joining, auction.Join{}))
 }
 
 // errorNow formats the error fn returns when printed, not before.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 
 	"sniper/messages"
 )
@@ -260,8 +261,14 @@ func (f *Follower) read(ctx context.Context, handle func(Delivery)) error {
 		FilterSubjects: f.spec.Filters,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    f.Delivered() + 1,
-		// The name says whose it is in `nats consumer report`: <name>_<n>.
-		NamePrefix: f.spec.Name,
+		// The name says whose it is in `nats consumer report`:
+		// <name>_<nuid>_<n>. Unique per reader: nats.go numbers each
+		// ordered consumer from 1, and a stopped one stays on the server
+		// for its InactiveThreshold (5 min), so a reader named <name>_1
+		// again (a replaced reader, a follower of the same name started
+		// again) would update it and fail (10012: start sequence can not
+		// be updated), or attach to it.
+		NamePrefix: f.spec.Name + "_" + nuid.Next(),
 	}
 	cons, err := f.log.stream.OrderedConsumer(ctx, cfg)
 	if err != nil {

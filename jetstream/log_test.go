@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
+	"reflect"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +23,12 @@ import (
 
 func testContext(t *testing.T) context.Context {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	return testContextFor(t, 10*time.Second)
+}
+
+func testContextFor(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -36,15 +43,26 @@ func appendInput(t *testing.T, ctx context.Context, l *jetstream.Log, subject st
 	return seq
 }
 
-// decision builds what the sniper commits after the input at inputSeq.
+// decision builds what the sniper commits after the input at inputSeq,
+// fenced on the auction's last decision at fence.
 func decision(t *testing.T, item string, fence, inputSeq uint64, state auction.State, outs ...auction.Output) jetstream.Decision {
 	t.Helper()
-	out, err := messages.Outputs(item, inputSeq, outs)
+	snap := auction.Snapshot{Item: item, State: state, LastPrice: 1000, LastBid: 1098, StopPrice: 1100}
+	ev, err := messages.NewDecision(snap, inputSeq, outs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap := auction.Snapshot{Item: item, State: state, LastPrice: 1000, LastBid: 1098, StopPrice: 1100}
-	return jetstream.Decision{Item: item, Fence: fence, InputSeq: inputSeq, Snapshot: messages.NewSnapshot(snap, inputSeq), Outputs: out}
+	return jetstream.Decision{Item: item, Fence: fence, Event: ev}
+}
+
+// commit commits d and fails the test if the log refuses it.
+func commit(t *testing.T, ctx context.Context, l *jetstream.Log, d jetstream.Decision) uint64 {
+	t.Helper()
+	seq, err := l.Commit(ctx, d)
+	if err != nil {
+		t.Fatalf("commit on %s for input %d (fence %d): %v", d.Item, d.Event.InputSeq, d.Fence, err)
+	}
+	return seq
 }
 
 // streamState returns the stream's message count and last sequence.
@@ -57,14 +75,60 @@ func streamState(t *testing.T, ctx context.Context, l *jetstream.Log) (msgs, las
 	return info.State.Msgs, info.State.LastSeq
 }
 
-// subjectCount returns how many messages the stream holds on subject.
-func subjectCount(t *testing.T, ctx context.Context, l *jetstream.Log, subject string) uint64 {
+// subjectCount returns how many messages the stream holds on the subjects
+// matching filter (wildcards allowed).
+func subjectCount(t *testing.T, ctx context.Context, l *jetstream.Log, filter string) uint64 {
 	t.Helper()
-	info, err := l.Stream().Info(ctx, natsjs.WithSubjectFilter(subject))
+	info, err := l.Stream().Info(ctx, natsjs.WithSubjectFilter(filter))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Subjects[subject]
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
+}
+
+// decisionCount is how many decisions the stream holds for item.
+func decisionCount(t *testing.T, ctx context.Context, l *jetstream.Log, item string) uint64 {
+	t.Helper()
+	return subjectCount(t, ctx, l, messages.DecisionFilter(item))
+}
+
+// unchanged fails the test if the stream moved since msgs/last.
+func unchanged(t *testing.T, ctx context.Context, l *jetstream.Log, what string, msgs, last uint64) {
+	t.Helper()
+	if m, s := streamState(t, ctx, l); m != msgs || s != last {
+		t.Errorf("%s stored something: %d msgs up to %d, was %d up to %d", what, m, s, msgs, last)
+	}
+}
+
+// checkStoredDecision checks that the message at seq is d, alone on its
+// subject's decision, with the id of its input.
+func checkStoredDecision(t *testing.T, ctx context.Context, l *jetstream.Log, seq uint64, d jetstream.Decision) {
+	t.Helper()
+	raw, err := l.Stream().GetMsg(ctx, seq)
+	if err != nil {
+		t.Fatalf("get %d: %v", seq, err)
+	}
+	if want := messages.DecisionSubject(d.Item, d.Event.Type); raw.Subject != want {
+		t.Errorf("decision %d on %q, want %q", seq, raw.Subject, want)
+	}
+	if id, want := raw.Header.Get(natsjs.MsgIDHeader), d.Item+"/"+strconv.FormatUint(d.Event.InputSeq, 10); id != want {
+		t.Errorf("decision %d has id %q, want %q", seq, id, want)
+	}
+	wantData, err := json.Marshal(d.Event)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(raw.Data) != string(wantData) {
+		t.Errorf("decision %d is %s, want %s", seq, raw.Data, wantData)
+	}
+	var got messages.DecisionEvent
+	if err := json.Unmarshal(raw.Data, &got); err != nil || !reflect.DeepEqual(got, d.Event) {
+		t.Errorf("decision %d decodes to %+v (%v), want %+v", seq, got, err, d.Event)
+	}
 }
 
 func TestAppend(t *testing.T) {
@@ -93,6 +157,9 @@ func TestAppend(t *testing.T) {
 	}
 	if raw.Subject != subject {
 		t.Errorf("stored on %q, want %q", raw.Subject, subject)
+	}
+	if seq, err := l.LastSeq(ctx); err != nil || seq != last {
+		t.Errorf("LastSeq = %d, %v; want %d", seq, err, last)
 	}
 }
 
@@ -154,6 +221,8 @@ func TestAppendFirstOfSubject(t *testing.T) {
 	}
 }
 
+// A decision is one message, on the subject of its type, with the id of
+// its input; LastDecision reads it back.
 func TestCommit(t *testing.T) {
 	ctx := testContext(t)
 	l := testkit.StartNATS(t).Log
@@ -161,71 +230,67 @@ func TestCommit(t *testing.T) {
 
 	startSeq := appendInput(t, ctx, l, messages.Subject(item, messages.KindCmd, messages.TypeStart), messages.NewStart(item, 1100))
 	d := decision(t, item, 0, startSeq, auction.Joining, auction.Join{}, auction.Bid{Price: 1098})
-	snapSeq, err := l.Commit(ctx, d)
-	if err != nil {
-		t.Fatalf("commit: %v", err)
+	if d.Event.Type != messages.TypeJoin || len(d.Event.Send) != 2 {
+		t.Fatalf("test decision = %+v, want a join with two requests", d.Event)
 	}
-	if snapSeq != startSeq+1 {
-		t.Errorf("snapshot at %d, want %d (right after the input)", snapSeq, startSeq+1)
+	seq := commit(t, ctx, l, d)
+	if seq != startSeq+1 {
+		t.Errorf("decision at %d, want %d (right after the input)", seq, startSeq+1)
 	}
+	if msgs, last := streamState(t, ctx, l); msgs != 2 || last != seq {
+		t.Errorf("stream holds %d msgs up to %d, want 2 up to %d: one message per decision", msgs, last, seq)
+	}
+	checkStoredDecision(t, ctx, l, seq, d)
 
-	// Snapshot first, then the outputs, consecutively, each with its id.
-	want := []struct {
-		subject string
-		payload any
-	}{
-		{messages.Subject(item, messages.KindState, messages.TypeSnapshot), d.Snapshot},
-		{messages.Subject(item, messages.KindOut, messages.TypeJoin), messages.JoinRequest{Type: "join", Item: item, InputSeq: startSeq}},
-		{messages.Subject(item, messages.KindOut, messages.TypeBid), messages.BidRequest{Type: "bid", Item: item, Price: 1098, InputSeq: startSeq}},
-	}
-	for i, w := range want {
-		seq := snapSeq + uint64(i)
-		raw, err := l.Stream().GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("get %d: %v", seq, err)
-		}
-		if raw.Subject != w.subject {
-			t.Errorf("message %d on %q, want %q", seq, raw.Subject, w.subject)
-		}
-		wantID := fmt.Sprintf("%s/%d/%d", item, startSeq, i)
-		if id := raw.Header.Get(natsjs.MsgIDHeader); id != wantID {
-			t.Errorf("message %d has id %q, want %q", seq, id, wantID)
-		}
-		wantData, _ := json.Marshal(w.payload)
-		if string(raw.Data) != string(wantData) {
-			t.Errorf("message %d is %s, want %s", seq, raw.Data, wantData)
-		}
-	}
-	if _, last := streamState(t, ctx, l); last != snapSeq+2 {
-		t.Errorf("stream ends at %d, want %d", last, snapSeq+2)
-	}
-
-	got, err := l.LastSnapshot(ctx, item)
+	got, err := l.LastDecision(ctx, item)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Seq != snapSeq || got.SnapshotEvent != d.Snapshot {
-		t.Errorf("LastSnapshot = %+v, want seq %d %+v", got, snapSeq, d.Snapshot)
+	if got.Seq != seq || !reflect.DeepEqual(got.DecisionEvent, d.Event) {
+		t.Errorf("LastDecision = %+v, want seq %d %+v", got, seq, d.Event)
 	}
 }
 
-func TestCommitWithoutOutputs(t *testing.T) {
+// Each type of decision has its own subject, and LastDecision picks the
+// latest whatever its subject.
+func TestCommitTypesAndLastDecision(t *testing.T) {
 	ctx := testContext(t)
 	l := testkit.StartNATS(t).Log
-	stopSeq := appendInput(t, ctx, l, messages.Subject("i", messages.KindCmd, messages.TypeStop), messages.NewStop("i"))
-	snapSeq, err := l.Commit(ctx, decision(t, "i", 0, stopSeq, auction.Stopped))
-	if err != nil {
-		t.Fatal(err)
+	const item = "item-t"
+
+	steps := []struct {
+		state auction.State
+		outs  []auction.Output
+		typ   string
+	}{
+		{auction.Joining, []auction.Output{auction.Join{}}, messages.TypeJoin},
+		{auction.Bidding, []auction.Output{auction.Bid{Price: 1098}}, messages.TypeBid},
+		{auction.Winning, nil, messages.TypeState},
+		{auction.Bidding, []auction.Output{auction.Bid{Price: 1200}}, messages.TypeBid},
+		{auction.Lost, nil, messages.TypeState},
 	}
-	if _, last := streamState(t, ctx, l); last != snapSeq {
-		t.Errorf("snapshot at %d, stream ends at %d", snapSeq, last)
+	var fence uint64
+	for i, s := range steps {
+		in := appendInput(t, ctx, l, messages.Subject(item, messages.KindIn, messages.TypePrice), messages.NewPrice(item, int64(1000+i), 10, "other", false))
+		d := decision(t, item, fence, in, s.state, s.outs...)
+		if d.Event.Type != s.typ {
+			t.Fatalf("step %d: decision of type %q, want %q", i, d.Event.Type, s.typ)
+		}
+		seq := commit(t, ctx, l, d)
+		checkStoredDecision(t, ctx, l, seq, d)
+		got, err := l.LastDecision(ctx, item)
+		if err != nil {
+			t.Fatalf("step %d: LastDecision: %v", i, err)
+		}
+		if got.Seq != seq || got.Type != s.typ || got.InputSeq != in || got.State != s.state {
+			t.Errorf("step %d: LastDecision = %+v, want seq %d type %s input %d state %s", i, got, seq, s.typ, in, s.state)
+		}
+		fence = seq
 	}
-	raw, err := l.Stream().GetMsg(ctx, snapSeq)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if raw.Subject != "sniper.i.state.snapshot" || raw.Header.Get(natsjs.MsgIDHeader) != fmt.Sprintf("i/%d/0", stopSeq) {
-		t.Errorf("stored %s with id %q", raw.Subject, raw.Header.Get(natsjs.MsgIDHeader))
+	for typ, want := range map[string]uint64{messages.TypeJoin: 1, messages.TypeBid: 2, messages.TypeState: 2} {
+		if n := subjectCount(t, ctx, l, messages.DecisionSubject(item, typ)); n != want {
+			t.Errorf("%d decisions on %s, want %d", n, messages.DecisionSubject(item, typ), want)
+		}
 	}
 }
 
@@ -236,75 +301,115 @@ func TestCommitFence(t *testing.T) {
 	priceSubject := messages.Subject(item, messages.KindIn, messages.TypePrice)
 
 	startSeq := appendInput(t, ctx, l, messages.Subject(item, messages.KindCmd, messages.TypeStart), messages.NewStart(item, 1100))
-	snap1, err := l.Commit(ctx, decision(t, item, 0, startSeq, auction.Joining, auction.Join{}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	dec1 := commit(t, ctx, l, decision(t, item, 0, startSeq, auction.Joining, auction.Join{}))
 
-	// A second writer that still believes there is no snapshot is refused,
-	// and none of its batch is stored.
+	// A second writer that still believes there is no decision is refused,
+	// and nothing of it is stored.
 	p1 := appendInput(t, ctx, l, priceSubject, messages.NewPrice(item, 1000, 98, "other", false))
-	msgsBefore, lastBefore := streamState(t, ctx, l)
-	_, err = l.Commit(ctx, decision(t, item, 0, p1, auction.Bidding, auction.Bid{Price: 1098}))
-	if !errors.Is(err, jetstream.ErrConflict) {
+	msgs, last := streamState(t, ctx, l)
+	if _, err := l.Commit(ctx, decision(t, item, 0, p1, auction.Bidding, auction.Bid{Price: 1098})); !errors.Is(err, jetstream.ErrConflict) {
 		t.Fatalf("stale fence: err = %v, want ErrConflict", err)
 	}
-	if msgs, last := streamState(t, ctx, l); msgs != msgsBefore || last != lastBefore {
-		t.Errorf("stale commit stored something: %d msgs up to %d, was %d up to %d", msgs, last, msgsBefore, lastBefore)
+	unchanged(t, ctx, l, "stale commit", msgs, last)
+	// A fence on a decision that never existed is refused, and so is one
+	// on a message of the auction that is no decision (its input).
+	for _, fence := range []uint64{dec1 + 100, p1, startSeq} {
+		if _, err := l.Commit(ctx, decision(t, item, fence, p1, auction.Bidding, auction.Bid{Price: 1098})); !errors.Is(err, jetstream.ErrConflict) {
+			t.Fatalf("fence %d (last decision at %d): err = %v, want ErrConflict", fence, dec1, err)
+		}
 	}
+	unchanged(t, ctx, l, "wrong fences", msgs, last)
 
-	// A fence on a snapshot that never existed is refused too.
-	if _, err := l.Commit(ctx, decision(t, item, snap1+100, p1, auction.Bidding, auction.Bid{Price: 1098})); !errors.Is(err, jetstream.ErrConflict) {
-		t.Fatalf("future fence: err = %v, want ErrConflict", err)
-	}
-
-	// New inputs of the same auction landing meanwhile do not move the
-	// fence: it sits on the snapshot subject only.
+	// New inputs of the same auction landing meanwhile, commands as well as
+	// auction events, do not move the fence: it covers the auction's
+	// decisions only. Nor do another auction's decisions.
 	p2 := appendInput(t, ctx, l, priceSubject, messages.NewPrice(item, 1098, 97, "sniper", true))
-	appendInput(t, ctx, l, messages.Subject(item, messages.KindIn, messages.TypeClose), messages.NewClose(item))
-	d2 := decision(t, item, snap1, p1, auction.Bidding, auction.Bid{Price: 1098})
-	snap2, err := l.Commit(ctx, d2)
+	appendInput(t, ctx, l, messages.Subject(item, messages.KindIn, messages.TypeMalformed), messages.NewMalformed(item, "junk", "bad"))
+	appendInput(t, ctx, l, messages.Subject(item, messages.KindCmd, messages.TypeStop), messages.NewStop(item))
+	commit(t, ctx, l, decision(t, "item-2", 0, p2, auction.Joining, auction.Join{}))
+	commit(t, ctx, l, decision(t, "item-10", 0, p2, auction.Joining, auction.Join{}))
+	d2 := decision(t, item, dec1, p1, auction.Bidding, auction.Bid{Price: 1098})
+	dec2, err := l.Commit(ctx, d2)
 	if err != nil {
 		t.Fatalf("commit on the right fence after new inputs: %v", err)
 	}
-	if snap2 <= p2 {
-		t.Errorf("snapshot at %d, before the input at %d", snap2, p2)
+	if dec2 <= p2 {
+		t.Errorf("decision at %d, before the input at %d", dec2, p2)
 	}
-	got, err := l.LastSnapshot(ctx, item)
-	if err != nil || got.Seq != snap2 || got.InputSeq != p1 {
-		t.Errorf("LastSnapshot = %+v, %v; want seq %d for input %d", got, err, snap2, p1)
-	}
+	checkStoredDecision(t, ctx, l, dec2, d2)
 
-	// Re-committing the stored decision (a retry after a lost ack, with a
-	// fence that is fresh again) is refused: its ids are already stored.
-	msgsBefore, lastBefore = streamState(t, ctx, l)
-	d2.Fence = snap2
-	if _, err := l.Commit(ctx, d2); !errors.Is(err, jetstream.ErrConflict) {
-		t.Fatalf("re-commit: err = %v, want ErrConflict", err)
+	// The next decision is fenced on the latest one, whatever its subject
+	// (dec2 is on dec.bid, dec1 on dec.join).
+	if _, err := l.Commit(ctx, decision(t, item, dec1, p2, auction.Winning)); !errors.Is(err, jetstream.ErrConflict) {
+		t.Fatalf("fence on the older decision of another type: err = %v, want ErrConflict", err)
 	}
-	if msgs, last := streamState(t, ctx, l); msgs != msgsBefore || last != lastBefore {
-		t.Errorf("re-commit stored something: %d msgs up to %d, was %d up to %d", msgs, last, msgsBefore, lastBefore)
+	dec3 := commit(t, ctx, l, decision(t, item, dec2, p2, auction.Winning))
+	if dec3 <= dec2 {
+		t.Errorf("decision %d after %d", dec3, dec2)
 	}
-
-	// The next decision on the latest fence goes through.
-	d3 := decision(t, item, snap2, p2, auction.Winning)
-	snap3, err := l.Commit(ctx, d3)
-	if err != nil {
-		t.Fatalf("next decision: %v", err)
+	if n := decisionCount(t, ctx, l, item); n != 3 {
+		t.Errorf("%d decisions stored, want 3", n)
 	}
-	if snap3 <= snap2 {
-		t.Errorf("snapshot %d after %d", snap3, snap2)
-	}
-	if n := subjectCount(t, ctx, l, messages.Subject(item, messages.KindState, messages.TypeSnapshot)); n != 3 {
-		t.Errorf("%d snapshots stored, want 3", n)
-	}
-	if n := subjectCount(t, ctx, l, messages.Subject(item, messages.KindOut, messages.TypeBid)); n != 1 {
-		t.Errorf("%d bids stored, want 1", n)
+	got, err := l.LastDecision(ctx, item)
+	if err != nil || got.Seq != dec3 || got.InputSeq != p2 || got.Type != messages.TypeState {
+		t.Errorf("LastDecision = %+v, %v; want seq %d for input %d", got, err, dec3, p2)
 	}
 }
 
-// Several writers deciding for the same auction from the same snapshot at
-// once: the fence lets exactly one through.
+// A retry of a decision already stored (its ack was lost, or another
+// writer decided the same input) is refused, and stores nothing: the
+// decision's id is its input.
+func TestCommitRetryIsRefused(t *testing.T) {
+	ctx := testContext(t)
+	l := testkit.StartNATS(t).Log
+	const item = "item-retry"
+
+	startSeq := appendInput(t, ctx, l, messages.Subject(item, messages.KindCmd, messages.TypeStart), messages.NewStart(item, 1100))
+	dec1 := commit(t, ctx, l, decision(t, item, 0, startSeq, auction.Joining, auction.Join{}))
+	priceSeq := appendInput(t, ctx, l, messages.Subject(item, messages.KindIn, messages.TypePrice), messages.NewPrice(item, 1000, 98, "other", false))
+	d := decision(t, item, dec1, priceSeq, auction.Bidding, auction.Bid{Price: 1098})
+	dec2 := commit(t, ctx, l, d)
+	msgs, last := streamState(t, ctx, l)
+
+	// The same decision on the fence it was decided on: the fence moved.
+	if _, err := l.Commit(ctx, d); !errors.Is(err, jetstream.ErrConflict) {
+		t.Fatalf("retry on the old fence: err = %v, want ErrConflict", err)
+	}
+	unchanged(t, ctx, l, "retry on the old fence", msgs, last)
+
+	// On a fresh fence (a writer that reloaded the decision and decided the
+	// same input again, even differently) the id refuses it: not a second
+	// message for one input.
+	for _, again := range []jetstream.Decision{
+		d,
+		decision(t, item, dec2, priceSeq, auction.Lost),
+		decision(t, item, dec2, priceSeq, auction.Bidding, auction.Bid{Price: 1200}),
+	} {
+		again.Fence = dec2
+		_, err := l.Commit(ctx, again)
+		if !errors.Is(err, jetstream.ErrConflict) {
+			t.Fatalf("retry of input %d (%s) on a fresh fence: err = %v, want ErrConflict", priceSeq, again.Event.Type, err)
+		}
+		if !strings.Contains(err.Error(), "stored already") {
+			t.Errorf("retry of input %d (%s) on a fresh fence: %v, want it refused as a duplicate id", priceSeq, again.Event.Type, err)
+		}
+	}
+	unchanged(t, ctx, l, "retries on a fresh fence", msgs, last)
+	if n := decisionCount(t, ctx, l, item); n != 2 {
+		t.Errorf("%d decisions stored, want 2", n)
+	}
+	got, err := l.LastDecision(ctx, item)
+	if err != nil || got.Seq != dec2 || !reflect.DeepEqual(got.DecisionEvent, d.Event) {
+		t.Errorf("LastDecision = %+v, %v; want the first commit at %d", got, err, dec2)
+	}
+
+	// The same input seq in another auction is another decision.
+	commit(t, ctx, l, decision(t, "item-other", 0, priceSeq, auction.Joining, auction.Join{}))
+}
+
+// Several writers deciding for the same auction from the same decision at
+// once: the fence lets exactly one through. Writers for other auctions,
+// racing alongside, all commit.
 func TestCommitRace(t *testing.T) {
 	ctx := testContext(t)
 	l := testkit.StartNATS(t).Log
@@ -314,12 +419,18 @@ func TestCommitRace(t *testing.T) {
 	start := make(chan struct{})
 	errs := make([]error, writers)
 	seqs := make([]uint64, writers)
+	others := make([]error, writers)
 	var wg sync.WaitGroup
 	for i := range writers {
 		d := decision(t, item, 0, uint64(100+i), auction.Bidding, auction.Bid{Price: int64(1000 + i)})
+		other := decision(t, fmt.Sprintf("item-race-%d", i), 0, uint64(100+i), auction.Bidding, auction.Bid{Price: 1000})
 		wg.Go(func() {
 			<-start
 			seqs[i], errs[i] = l.Commit(ctx, d)
+		})
+		wg.Go(func() {
+			<-start
+			_, others[i] = l.Commit(ctx, other)
 		})
 	}
 	close(start)
@@ -336,106 +447,265 @@ func TestCommitRace(t *testing.T) {
 		case !errors.Is(err, jetstream.ErrConflict):
 			t.Errorf("writer %d: err = %v, want ErrConflict", i, err)
 		}
+		if others[i] != nil {
+			t.Errorf("writer for another auction %d: %v", i, others[i])
+		}
 	}
 	if winner < 0 {
 		t.Fatal("no writer committed")
 	}
-	if n := subjectCount(t, ctx, l, messages.Subject(item, messages.KindState, messages.TypeSnapshot)); n != 1 {
-		t.Errorf("%d snapshots stored, want 1", n)
+	if n := decisionCount(t, ctx, l, item); n != 1 {
+		t.Errorf("%d decisions stored, want 1", n)
 	}
-	if n := subjectCount(t, ctx, l, messages.Subject(item, messages.KindOut, messages.TypeBid)); n != 1 {
-		t.Errorf("%d bids stored, want 1", n)
-	}
-	got, err := l.LastSnapshot(ctx, item)
+	got, err := l.LastDecision(ctx, item)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Seq != seqs[winner] || got.InputSeq != uint64(100+winner) {
-		t.Errorf("LastSnapshot = %+v, want the winner's (seq %d, input %d)", got, seqs[winner], 100+winner)
+	if got.Seq != seqs[winner] || got.InputSeq != uint64(100+winner) || got.Send[0].Price != int64(1000+winner) {
+		t.Errorf("LastDecision = %+v, want the winner's (seq %d, input %d)", got, seqs[winner], 100+winner)
 	}
 }
 
-func TestLastSnapshotNotFound(t *testing.T) {
+func TestLastDecisionNotFound(t *testing.T) {
 	ctx := testContext(t)
 	l := testkit.StartNATS(t).Log
-	if _, err := l.LastSnapshot(ctx, "nobody"); !errors.Is(err, jetstream.ErrNotFound) {
+	if _, err := l.LastDecision(ctx, "nobody"); !errors.Is(err, jetstream.ErrNotFound) {
 		t.Errorf("empty log: err = %v, want ErrNotFound", err)
 	}
-	// Inputs alone are no snapshot.
+	// Inputs alone are no decision, nor is another auction's decision, even
+	// one whose id starts with this one's.
 	appendInput(t, ctx, l, messages.Subject("item-1", messages.KindCmd, messages.TypeStart), messages.NewStart("item-1", 5))
-	if _, err := l.LastSnapshot(ctx, "item-1"); !errors.Is(err, jetstream.ErrNotFound) {
-		t.Errorf("item without snapshot: err = %v, want ErrNotFound", err)
+	appendInput(t, ctx, l, messages.Subject("item-1", messages.KindIn, messages.TypePrice), messages.NewPrice("item-1", 1, 1, "x", false))
+	commit(t, ctx, l, decision(t, "item-10", 0, 1, auction.Joining, auction.Join{}))
+	if _, err := l.LastDecision(ctx, "item-1"); !errors.Is(err, jetstream.ErrNotFound) {
+		t.Errorf("item without decisions: err = %v, want ErrNotFound", err)
 	}
 }
 
-func TestSnapshots(t *testing.T) {
+// decisionSeqs maps each item to the sequence of its decision in ds, and
+// fails the test on an item listed twice.
+func decisionSeqs(t *testing.T, ds []jetstream.StoredDecision) map[string]uint64 {
+	t.Helper()
+	out := map[string]uint64{}
+	for _, d := range ds {
+		if _, dup := out[d.Item]; dup {
+			t.Errorf("%s listed twice", d.Item)
+		}
+		out[d.Item] = d.Seq
+	}
+	return out
+}
+
+func TestDecisions(t *testing.T) {
 	ctx := testContext(t)
 	l := testkit.StartNATS(t).Log
 
-	got, err := l.Snapshots(ctx)
+	got, err := l.Decisions(ctx)
 	if err != nil || len(got) != 0 {
-		t.Fatalf("empty log: Snapshots = %+v, %v", got, err)
+		t.Fatalf("empty log: Decisions = %+v, %v", got, err)
 	}
 	appendInput(t, ctx, l, messages.Subject("a", messages.KindCmd, messages.TypeStart), messages.NewStart("a", 5))
-	if got, err := l.Snapshots(ctx); err != nil || len(got) != 0 {
-		t.Fatalf("log without snapshots: Snapshots = %+v, %v", got, err)
+	if got, err := l.Decisions(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("log without decisions: Decisions = %+v, %v", got, err)
 	}
 
-	// Several auctions, some with several snapshots: only the last counts.
-	last := map[string]uint64{}
-	fence := map[string]uint64{}
-	for i, item := range []string{"a", "b", "c", "b", "a", "b"} {
-		seq, err := l.Commit(ctx, decision(t, item, fence[item], uint64(1000+i), auction.Bidding))
-		if err != nil {
-			t.Fatalf("commit %d on %s: %v", i, item, err)
-		}
-		fence[item] = seq
-		last[item] = uint64(1000 + i)
+	// Several auctions, some with several decisions of several types: only
+	// the last counts.
+	type last struct {
+		seq, input uint64
+		typ        string
 	}
-	got, err = l.Snapshots(ctx)
+	want := map[string]last{}
+	steps := []struct {
+		item  string
+		state auction.State
+		outs  []auction.Output
+	}{
+		{"a", auction.Joining, []auction.Output{auction.Join{}}},
+		{"b", auction.Joining, []auction.Output{auction.Join{}}},
+		{"c", auction.Stopped, nil},
+		{"b", auction.Bidding, []auction.Output{auction.Bid{Price: 10}}},
+		{"a", auction.Bidding, []auction.Output{auction.Bid{Price: 10}}},
+		{"b", auction.Winning, nil},
+		{"a", auction.Bidding, []auction.Output{auction.Bid{Price: 20}}},
+	}
+	for i, s := range steps {
+		d := decision(t, s.item, want[s.item].seq, uint64(1000+i), s.state, s.outs...)
+		want[s.item] = last{commit(t, ctx, l, d), uint64(1000 + i), d.Event.Type}
+	}
+	got, err = l.Decisions(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.SortFunc(got, func(x, y jetstream.StoredSnapshot) int { return cmpString(x.Item, y.Item) })
-	if len(got) != 3 {
-		t.Fatalf("Snapshots = %+v, want 3", got)
+	if len(got) != len(want) {
+		t.Fatalf("Decisions = %+v, want %d", got, len(want))
 	}
-	for _, s := range got {
-		if s.Seq != fence[s.Item] || s.InputSeq != last[s.Item] || s.Type != messages.TypeSnapshot {
-			t.Errorf("snapshot of %s = %+v, want seq %d input %d", s.Item, s, fence[s.Item], last[s.Item])
+	for _, d := range got {
+		if w := want[d.Item]; d.Seq != w.seq || d.InputSeq != w.input || d.Type != w.typ {
+			t.Errorf("decision of %s = %+v, want %+v", d.Item, d, w)
 		}
 	}
 }
 
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
-func TestStartedItems(t *testing.T) {
+// DecisionsUpTo reads the log as it stood at a sequence: later decisions
+// and auctions decided later are not in it, and an auction's latest is the
+// latest over all its decision subjects as of the cut.
+func TestDecisionsUpTo(t *testing.T) {
 	ctx := testContext(t)
 	l := testkit.StartNATS(t).Log
-	if got, err := l.StartedItems(ctx); err != nil || len(got) != 0 {
-		t.Fatalf("empty log: StartedItems = %+v, %v", got, err)
+	appendInput(t, ctx, l, messages.Subject("a", messages.KindCmd, messages.TypeStart), messages.NewStart("a", 5))
+	a1 := commit(t, ctx, l, decision(t, "a", 0, 1, auction.Joining, auction.Join{}))
+	b1 := commit(t, ctx, l, decision(t, "b", 0, 2, auction.Bidding, auction.Bid{Price: 5}))
+	a2 := commit(t, ctx, l, decision(t, "a", a1, 3, auction.Bidding, auction.Bid{Price: 5}))
+	a3 := commit(t, ctx, l, decision(t, "a", a2, 4, auction.Winning))
+	b2 := commit(t, ctx, l, decision(t, "b", b1, 5, auction.Lost))
+	c1 := commit(t, ctx, l, decision(t, "c", 0, 6, auction.Joining, auction.Join{}))
+	a4 := commit(t, ctx, l, decision(t, "a", a3, 7, auction.Bidding, auction.Bid{Price: 9}))
+	appendInput(t, ctx, l, messages.Subject("d", messages.KindCmd, messages.TypeStart), messages.NewStart("d", 5))
+
+	for _, c := range []struct {
+		cut  uint64
+		want map[string]uint64
+	}{
+		{a1 - 1, map[string]uint64{}},
+		{a1, map[string]uint64{"a": a1}},
+		{a2, map[string]uint64{"a": a2, "b": b1}},          // a: dec.bid after dec.join
+		{a3, map[string]uint64{"a": a3, "b": b1}},          // a: dec.state after dec.bid
+		{c1, map[string]uint64{"a": a3, "b": b2, "c": c1}}, // not a's later dec.bid
+		{a4, map[string]uint64{"a": a4, "b": b2, "c": c1}}, // a: dec.bid again, after dec.state
+		{a4 + 100, map[string]uint64{"a": a4, "b": b2, "c": c1}},
+	} {
+		got, err := l.DecisionsUpTo(ctx, c.cut)
+		if err != nil {
+			t.Fatalf("DecisionsUpTo(%d): %v", c.cut, err)
+		}
+		if seqs := decisionSeqs(t, got); !maps.Equal(seqs, c.want) {
+			t.Errorf("DecisionsUpTo(%d) = %v, want %v", c.cut, seqs, c.want)
+		}
 	}
-	for _, item := range []string{"x", "y", "z"} {
-		appendInput(t, ctx, l, messages.Subject(item, messages.KindCmd, messages.TypeStart), messages.NewStart(item, int64(len(item)*100)))
-	}
-	appendInput(t, ctx, l, messages.Subject("w", messages.KindCmd, messages.TypeStop), messages.NewStop("w"))
-	got, err := l.StartedItems(ctx)
+	now, err := l.DecisionsUpTo(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.SortFunc(got, func(a, b messages.StartCommand) int { return cmpString(a.Item, b.Item) })
-	want := []messages.StartCommand{messages.NewStart("x", 100), messages.NewStart("y", 100), messages.NewStart("z", 100)}
-	if !slices.Equal(got, want) {
-		t.Errorf("StartedItems = %+v, want %+v", got, want)
+	all, err := l.Decisions(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
+	want := map[string]uint64{"a": a4, "b": b2, "c": c1}
+	if got := decisionSeqs(t, now); !maps.Equal(got, want) {
+		t.Errorf("DecisionsUpTo(0) = %v, want %v", got, want)
+	}
+	if got := decisionSeqs(t, all); !maps.Equal(got, want) {
+		t.Errorf("Decisions = %v, want %v", got, want)
+	}
+}
+
+// Recovery reads one message per auction and decision subject; the server
+// answers at most 1024 subjects per multi-last request, and more auctions
+// (and more subjects) than that must still be read, consistently as of
+// the cut.
+func TestDecisionsManyAuctions(t *testing.T) {
+	ctx := testContextFor(t, 2*time.Minute)
+	l := testkit.StartNATS(t).Log
+	const auctions = 2100 // 2100 dec.join + 1050 dec.bid, then 700 dec.state: 4 requests' worth
+
+	item := func(i int) string { return fmt.Sprintf("item-%04d", i) }
+	last := map[string]uint64{}
+	atCut := map[string]uint64{}
+	begin := time.Now()
+	for i := range auctions {
+		last[item(i)] = commit(t, ctx, l, decision(t, item(i), 0, uint64(2*i+1), auction.Joining, auction.Join{}))
+		if i%2 == 0 {
+			last[item(i)] = commit(t, ctx, l, decision(t, item(i), last[item(i)], uint64(2*i+2), auction.Bidding, auction.Bid{Price: 10}))
+		}
+	}
+	maps.Copy(atCut, last)
+	_, cut := streamState(t, ctx, l)
+	// After the cut: a newer decision, on another subject, of every third
+	// auction, and a new auction.
+	for i := 0; i < auctions; i += 3 {
+		last[item(i)] = commit(t, ctx, l, decision(t, item(i), last[item(i)], uint64(10_000+i), auction.Winning))
+	}
+	last[item(auctions)] = commit(t, ctx, l, decision(t, item(auctions), 0, 20_000, auction.Joining, auction.Join{}))
+	t.Logf("%d decisions committed in %s", subjectCount(t, ctx, l, messages.DecisionFilter("*")), time.Since(begin).Round(time.Millisecond))
+
+	check := func(name string, got []jetstream.StoredDecision, err error, want map[string]uint64) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		seqs := decisionSeqs(t, got)
+		if len(seqs) != len(want) {
+			t.Errorf("%s: %d auctions, want %d", name, len(seqs), len(want))
+		}
+		wrong := 0
+		for it, w := range want {
+			if seqs[it] != w {
+				if wrong++; wrong <= 5 {
+					t.Errorf("%s: %s at %d, want %d", name, it, seqs[it], w)
+				}
+			}
+		}
+		if wrong > 5 {
+			t.Errorf("%s: %d auctions wrong in all", name, wrong)
+		}
+	}
+	begin = time.Now()
+	got, err := l.DecisionsUpTo(ctx, cut)
+	t.Logf("DecisionsUpTo(%d): %d auctions in %s", cut, len(got), time.Since(begin).Round(time.Millisecond))
+	check("DecisionsUpTo", got, err, atCut)
+	begin = time.Now()
+	got, err = l.Decisions(ctx)
+	t.Logf("Decisions: %d auctions in %s", len(got), time.Since(begin).Round(time.Millisecond))
+	check("Decisions", got, err, last)
+}
+
+// A stream at its MaxBytes refuses appends and commits with ErrFull (not
+// ErrConflict: the sniper must hold the input, not re-decide), stores
+// nothing, and takes the same decision once there is room again.
+func TestFullLog(t *testing.T) {
+	ctx := testContext(t)
+	n := testkit.StartNATS(t)
+	l, err := jetstream.Open(ctx, n.Conn, jetstream.StreamConfig{MaxBytes: 4 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const item = "item-full"
+	startSeq := appendInput(t, ctx, l, messages.Subject(item, messages.KindCmd, messages.TypeStart), messages.NewStart(item, 1100))
+	fence := commit(t, ctx, l, decision(t, item, 0, startSeq, auction.Joining, auction.Join{}))
+
+	priceSubject := messages.Subject(item, messages.KindIn, messages.TypePrice)
+	var lastInput uint64
+	for i := 0; ; i++ {
+		if i == 1000 {
+			t.Fatalf("%d appends to a stream of 4 KiB all succeeded", i)
+		}
+		seq, err := l.Append(ctx, priceSubject, messages.NewPrice(item, int64(1000+i), 10, "other", false))
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrFull) {
+				t.Fatalf("append %d to a full stream: %v, want ErrFull", i, err)
+			}
+			t.Logf("append %d refused: %v", i, err)
+			break
+		}
+		lastInput = seq
+	}
+	msgs, last := streamState(t, ctx, l)
+
+	d := decision(t, item, fence, lastInput, auction.Bidding, auction.Bid{Price: 1098})
+	_, err = l.Commit(ctx, d)
+	if !errors.Is(err, jetstream.ErrFull) || errors.Is(err, jetstream.ErrConflict) {
+		t.Fatalf("commit to a full stream: %v, want ErrFull", err)
+	}
+	unchanged(t, ctx, l, "commit to a full stream", msgs, last)
+
+	// Room again (the cap lifted): the same decision commits, its id was
+	// not taken by the refused write.
+	if _, err := jetstream.Open(ctx, n.Conn, jetstream.StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	seq := commit(t, ctx, l, d)
+	checkStoredDecision(t, ctx, l, seq, d)
 }
 
 func TestHistory(t *testing.T) {
@@ -462,12 +732,12 @@ func TestHistory(t *testing.T) {
 	startSeq := add(item, messages.Subject(item, messages.KindCmd, messages.TypeStart), messages.NewStart(item, 1100))
 	add("other", messages.Subject("other", messages.KindCmd, messages.TypeStart), messages.NewStart("other", 1))
 	d := decision(t, item, 0, startSeq, auction.Joining, auction.Join{})
-	if _, err := l.Commit(ctx, d); err != nil {
-		t.Fatal(err)
-	}
-	want = append(want, entry{messages.Subject(item, messages.KindState, messages.TypeSnapshot), d.Snapshot}, entry{d.Outputs[0].Subject, d.Outputs[0].Payload})
+	decSeq := commit(t, ctx, l, d)
+	want = append(want, entry{messages.DecisionSubject(item, messages.TypeJoin), d.Event})
+	commit(t, ctx, l, decision(t, "other", 0, startSeq+1, auction.Joining, auction.Join{}))
 	priceSeq := add(item, messages.Subject(item, messages.KindIn, messages.TypePrice), messages.NewPrice(item, 1000, 98, "other", false))
 	add("item-h2", messages.Subject("item-h2", messages.KindIn, messages.TypeClose), messages.NewClose("item-h2")) // a prefix, not the item
+	add(item, messages.Subject(item, messages.KindOut, messages.TypeSent), messages.SentEvent{Type: messages.TypeSent, Item: item, OutSeq: decSeq, Body: "join"})
 	add(item, messages.Subject(item, messages.KindIn, messages.TypeClose), messages.NewClose(item))
 
 	got, err := l.History(ctx, item)
@@ -489,21 +759,21 @@ func TestHistory(t *testing.T) {
 			t.Errorf("record %d has no time", i)
 		}
 	}
-	if got[0].Seq != startSeq {
-		t.Errorf("history starts at %d, want %d", got[0].Seq, startSeq)
+	if got[0].Seq != startSeq || got[1].Seq != decSeq {
+		t.Errorf("history starts at %d, %d; want %d, %d", got[0].Seq, got[1].Seq, startSeq, decSeq)
 	}
 
 	upTo, err := l.HistoryUpTo(ctx, item, priceSeq)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(upTo) != 4 || upTo[3].Seq != priceSeq {
-		t.Errorf("HistoryUpTo(%d) = %+v, want the first 4 records", priceSeq, upTo)
+	if len(upTo) != 3 || upTo[2].Seq != priceSeq {
+		t.Errorf("HistoryUpTo(%d) = %+v, want the first 3 records", priceSeq, upTo)
 	}
 	// A sequence between two of the item's messages stops before the later one.
 	upTo, err = l.HistoryUpTo(ctx, item, priceSeq+1)
-	if err != nil || len(upTo) != 4 {
-		t.Errorf("HistoryUpTo(%d) = %+v, %v, want 4 records", priceSeq+1, upTo, err)
+	if err != nil || len(upTo) != 3 {
+		t.Errorf("HistoryUpTo(%d) = %+v, %v, want 3 records", priceSeq+1, upTo, err)
 	}
 	upTo, err = l.HistoryUpTo(ctx, item, startSeq)
 	if err != nil || len(upTo) != 1 || upTo[0].Seq != startSeq {
@@ -515,16 +785,45 @@ func TestHistory(t *testing.T) {
 	}
 }
 
+// SentUpTo is, per auction, the highest decision recorded as sent or
+// given up.
+func TestSentUpTo(t *testing.T) {
+	ctx := testContext(t)
+	l := testkit.StartNATS(t).Log
+	if got, err := l.SentUpTo(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("empty log: SentUpTo = %v, %v", got, err)
+	}
+	sent := func(item string, outSeq uint64) {
+		appendInput(t, ctx, l, messages.Subject(item, messages.KindOut, messages.TypeSent), messages.SentEvent{Type: messages.TypeSent, Item: item, OutSeq: outSeq, Body: "b"})
+	}
+	undelivered := func(item string, outSeq uint64) {
+		appendInput(t, ctx, l, messages.Subject(item, messages.KindOut, messages.TypeUndelivered), messages.UndeliveredEvent{Type: messages.TypeUndelivered, Item: item, OutSeq: outSeq, Body: "b", Reason: "r"})
+	}
+	commit(t, ctx, l, decision(t, "d", 0, 1, auction.Joining, auction.Join{})) // decided, not sent
+	sent("a", 3)
+	sent("a", 7)
+	undelivered("b", 4)
+	sent("c", 9)
+	undelivered("c", 12)
+	sent("b", 10)
+	undelivered("a", 5) // older than a's last sent
+	got, err := l.SentUpTo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]uint64{"a": 7, "b": 10, "c": 12}; !maps.Equal(got, want) {
+		t.Errorf("SentUpTo = %v, want %v", got, want)
+	}
+}
+
 func TestRestartKeepsTheLog(t *testing.T) {
 	ctx := testContext(t)
 	n := testkit.StartNATS(t)
 	const item = "item-r"
 
 	startSeq := appendInput(t, ctx, n.Log, messages.Subject(item, messages.KindCmd, messages.TypeStart), messages.NewStart(item, 1100))
-	snapSeq, err := n.Log.Commit(ctx, decision(t, item, 0, startSeq, auction.Joining, auction.Join{}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := decision(t, item, 0, startSeq, auction.Joining, auction.Join{})
+	decSeq := commit(t, ctx, n.Log, d)
 	before, err := n.Log.History(ctx, item)
 	if err != nil {
 		t.Fatal(err)
@@ -537,7 +836,7 @@ func TestRestartKeepsTheLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(after) != len(before) || len(after) != 3 {
+	if len(after) != len(before) || len(after) != 2 {
 		t.Fatalf("after restart %d records, before %d", len(after), len(before))
 	}
 	for i := range after {
@@ -545,19 +844,25 @@ func TestRestartKeepsTheLog(t *testing.T) {
 			t.Errorf("record %d changed: %+v -> %+v", i, before[i], after[i])
 		}
 	}
-	snap, err := n2.Log.LastSnapshot(ctx, item)
-	if err != nil || snap.Seq != snapSeq || snap.InputSeq != startSeq {
-		t.Errorf("LastSnapshot after restart = %+v, %v", snap, err)
+	got, err := n2.Log.LastDecision(ctx, item)
+	if err != nil || got.Seq != decSeq || !reflect.DeepEqual(got.DecisionEvent, d.Event) {
+		t.Errorf("LastDecision after restart = %+v, %v", got, err)
 	}
-	started, err := n2.Log.StartedItems(ctx)
-	if err != nil || len(started) != 1 || started[0] != messages.NewStart(item, 1100) {
-		t.Errorf("StartedItems after restart = %+v, %v", started, err)
+	all, err := n2.Log.Decisions(ctx)
+	if err != nil || len(all) != 1 || all[0].Seq != decSeq {
+		t.Errorf("Decisions after restart = %+v, %v", all, err)
 	}
-	// The fence survives: a stale writer is still refused, the right one not.
+	// The fence survives: a stale writer is still refused, and so is a
+	// retry of the stored decision (its id is remembered); the right one
+	// goes through.
 	if _, err := n2.Log.Commit(ctx, decision(t, item, 0, startSeq+10, auction.Bidding)); !errors.Is(err, jetstream.ErrConflict) {
 		t.Errorf("stale fence after restart: %v", err)
 	}
-	if _, err := n2.Log.Commit(ctx, decision(t, item, snapSeq, startSeq+10, auction.Bidding)); err != nil {
+	d.Fence = decSeq
+	if _, err := n2.Log.Commit(ctx, d); !errors.Is(err, jetstream.ErrConflict) {
+		t.Errorf("retry of a stored decision after restart: %v", err)
+	}
+	if _, err := n2.Log.Commit(ctx, decision(t, item, decSeq, startSeq+10, auction.Bidding)); err != nil {
 		t.Errorf("commit after restart: %v", err)
 	}
 	// And so does de-duplication of appends.
@@ -567,112 +872,14 @@ func TestRestartKeepsTheLog(t *testing.T) {
 	}
 }
 
-// SnapshotsUpTo reads the log as it stood at a sequence: later snapshots
-// and auctions started later are not in it.
-func TestSnapshotsUpTo(t *testing.T) {
-	ctx := testContext(t)
-	l := testkit.StartNATS(t).Log
-	appendInput(t, ctx, l, messages.Subject("a", messages.KindCmd, messages.TypeStart), messages.NewStart("a", 5))
-	a1, err := l.Commit(ctx, decision(t, "a", 0, 1, auction.Joining))
-	if err != nil {
-		t.Fatal(err)
+func TestAvailable(t *testing.T) {
+	n := testkit.StartNATS(t)
+	l := n.Log
+	if err := l.Available(); err != nil {
+		t.Fatalf("connected: Available = %v", err)
 	}
-	b1, err := l.Commit(ctx, decision(t, "b", 0, 2, auction.Joining))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cut := b1
-	a2, err := l.Commit(ctx, decision(t, "a", a1, 3, auction.Bidding))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := l.Commit(ctx, decision(t, "c", 0, 4, auction.Joining)); err != nil {
-		t.Fatal(err)
-	}
-
-	got, err := l.SnapshotsUpTo(ctx, cut)
-	if err != nil {
-		t.Fatal(err)
-	}
-	seqs := map[string]uint64{}
-	for _, s := range got {
-		seqs[s.Item] = s.Seq
-	}
-	if want := map[string]uint64{"a": a1, "b": b1}; !maps.Equal(seqs, want) {
-		t.Errorf("SnapshotsUpTo(%d) = %v, want %v", cut, seqs, want)
-	}
-	got, err = l.SnapshotsUpTo(ctx, a1-1)
-	if err != nil || len(got) != 0 {
-		t.Errorf("SnapshotsUpTo before the first snapshot = %+v, %v", got, err)
-	}
-	got, err = l.Snapshots(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clear(seqs)
-	for _, s := range got {
-		seqs[s.Item] = s.Seq
-	}
-	if len(seqs) != 3 || seqs["a"] != a2 || seqs["b"] != b1 {
-		t.Errorf("Snapshots = %v", seqs)
-	}
-}
-
-// Recovery reads one snapshot per auction; the server answers at most 1024
-// subjects per multi-last request, and more auctions than that must still
-// be read, consistently as of the cut.
-func TestSnapshotsManyAuctions(t *testing.T) {
-	ctx := testContext(t)
-	l := testkit.StartNATS(t).Log
-	const auctions = 2100 // three requests' worth
-
-	item := func(i int) string { return fmt.Sprintf("item-%04d", i) }
-	snap := func(i int, inputSeq uint64) messages.SnapshotEvent {
-		return messages.NewSnapshot(auction.Snapshot{Item: item(i), State: auction.Bidding}, inputSeq)
-	}
-	for i := range auctions {
-		appendInput(t, ctx, l, messages.Subject(item(i), messages.KindCmd, messages.TypeStart), messages.NewStart(item(i), int64(i+1)))
-		appendInput(t, ctx, l, messages.Subject(item(i), messages.KindState, messages.TypeSnapshot), snap(i, 1))
-	}
-	_, cut := streamState(t, ctx, l)
-	// After the cut: a newer snapshot of every third auction, and a new one.
-	for i := 0; i < auctions; i += 3 {
-		appendInput(t, ctx, l, messages.Subject(item(i), messages.KindState, messages.TypeSnapshot), snap(i, 2))
-	}
-	appendInput(t, ctx, l, messages.Subject(item(auctions), messages.KindState, messages.TypeSnapshot), snap(auctions, 2))
-
-	check := func(name string, got []jetstream.StoredSnapshot, err error, n int, inputSeq func(i int) uint64) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		byItem := map[string]uint64{}
-		for _, s := range got {
-			if _, dup := byItem[s.Item]; dup {
-				t.Errorf("%s: %s twice", name, s.Item)
-			}
-			byItem[s.Item] = s.InputSeq
-		}
-		if len(byItem) != n {
-			t.Fatalf("%s: %d auctions, want %d", name, len(byItem), n)
-		}
-		for i := range n {
-			if got, want := byItem[item(i)], inputSeq(i); got != want {
-				t.Errorf("%s: %s at input %d, want %d", name, item(i), got, want)
-			}
-		}
-	}
-	got, err := l.SnapshotsUpTo(ctx, cut)
-	check("SnapshotsUpTo", got, err, auctions, func(int) uint64 { return 1 })
-	got, err = l.Snapshots(ctx)
-	check("Snapshots", got, err, auctions+1, func(i int) uint64 {
-		if i%3 == 0 || i == auctions {
-			return 2
-		}
-		return 1
-	})
-	starts, err := l.StartedItems(ctx)
-	if err != nil || len(starts) != auctions {
-		t.Errorf("StartedItems: %d commands, %v; want %d", len(starts), err, auctions)
+	n.Stop()
+	if err := l.Available(); !errors.Is(err, jetstream.ErrUnavailable) {
+		t.Errorf("closed: Available = %v, want ErrUnavailable", err)
 	}
 }
