@@ -117,6 +117,10 @@ type Config struct {
 	// comes up (true) or goes down (false). Calls come from Run's
 	// goroutine, one at a time and in order; keep them short.
 	OnStateChange func(connected bool)
+	// OnDialFailed, if set, is called by Conn.Run after each attempt to
+	// connect that failed and will be retried (the server is down, say),
+	// from Run's goroutine.
+	OnDialFailed func(err error)
 }
 
 // String hides the password, so a Config printed by mistake leaks nothing.

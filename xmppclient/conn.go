@@ -92,6 +92,9 @@ func (c *Conn) Run(ctx context.Context) error {
 				return err
 			}
 			c.log.Warn("xmpp connect failed", "err", err)
+			if c.cfg.OnDialFailed != nil {
+				c.cfg.OnDialFailed(err)
+			}
 		} else {
 			up := time.Now()
 			c.setSession(s)

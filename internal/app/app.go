@@ -182,6 +182,13 @@ func (a *App) startXMPP(ctx context.Context, deps actors.Deps) error {
 	first := make(chan struct{})
 	var once sync.Once
 	everUp := false
+	dialFailed := make(chan error, 1)
+	xcfg.OnDialFailed = func(err error) {
+		select {
+		case dialFailed <- err:
+		default:
+		}
+	}
 	xcfg.Logger = a.logger.With("component", "xmpp")
 	xcfg.OnStateChange = func(up bool) {
 		a.xmppUp.Store(up)
@@ -212,6 +219,9 @@ func (a *App) startXMPP(ctx context.Context, deps actors.Deps) error {
 		a.logger.Info("connected to the auction house", "jid", sniperJID.String(), "addr", xcfg.Addr, "auction_domain", domain)
 	case err := <-runErr:
 		return fmt.Errorf("xmpp: %w", err)
+	case err := <-dialFailed:
+		// Down, not misconfigured: no reason to hold up the rest.
+		a.logger.Warn("auction house not reachable yet; retrying in the background", "addr", xcfg.Addr, "error", err)
 	case <-time.After(5 * time.Second):
 		a.logger.Warn("auction house not reachable yet; retrying in the background", "addr", xcfg.Addr)
 	case <-ctx.Done():
