@@ -53,11 +53,11 @@ type params struct {
 func defaultParams(quick bool, scaleMax int) params {
 	if quick {
 		return params{runs: 1, syncMsgs: 1000, asyncMsgs: 10000, latPrices: 50, loadAuctions: 100, loadPrices: 5,
-			logLevels: []logLevel{{1, 300}, {100, 5}, {1000, 2}}, scaleMax: scaleMax, idleWindow: 3 * time.Second,
+			logLevels: []logLevel{{1, 300}, {100, 5}, {1000, 1}}, scaleMax: scaleMax, idleWindow: 3 * time.Second,
 			profileFor: 3 * time.Second}
 	}
 	return params{runs: 3, syncMsgs: 5000, asyncMsgs: 20000, latPrices: 200, loadAuctions: 100, loadPrices: 20,
-		logLevels: []logLevel{{1, 2000}, {100, 20}, {10000, 2}}, scaleMax: scaleMax, idleWindow: 10 * time.Second,
+		logLevels: []logLevel{{1, 2000}, {100, 20}, {10000, 1}}, scaleMax: scaleMax, idleWindow: 10 * time.Second,
 		profileFor: 10 * time.Second}
 }
 

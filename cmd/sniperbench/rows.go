@@ -55,12 +55,15 @@ func (e *bench) declareRows() {
 		res.declare(row{key: "sniper.profile." + pol, name: "sniper: CPU profile of the " + load + " run (first " + p.profileFor.String() + ")", fsync: pol})
 
 		for _, lv := range p.logLevels {
-			auctions := "auctions"
+			auctions, prices := "auctions", "prices"
 			if lv.auctions == 1 {
 				auctions = "auction"
 			}
+			if lv.prices == 1 {
+				prices = "price"
+			}
 			res.declare(row{key: lv.key(pol), fsync: pol, unit: "decisions/s", base: asyncKey, cmp: "rate", baseName: "async publish",
-				name: fmt.Sprintf("log only: inputs published into the stream, %s %s x %s prices", thousands(float64(lv.auctions)), auctions, thousands(float64(lv.prices))),
+				name: fmt.Sprintf("log only: inputs published into the stream, %s %s x %s %s", thousands(float64(lv.auctions)), auctions, thousands(float64(lv.prices)), prices),
 				note: func(r *row, _ *results) string {
 					w, ok1 := r.med("writes_per_input")
 					ws, ok2 := r.med("writes_per_s")
