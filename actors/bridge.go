@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nuid"
 	"mellium.im/xmpp/jid"
 
@@ -70,82 +69,55 @@ func (id Identity) ItemOf(from jid.JID) (string, bool) {
 }
 
 // Inbound turns chat messages from the auction house into inputs on the
-// log. Its Deliver blocks until the input is stored: XMPP has no
-// acknowledgement to fall back on, so the bridge holds the session's
-// reader rather than drop an auction event while the log is unavailable.
+// log. Its Deliver blocks until the input is stored, for as long as the
+// log refuses it: XMPP has no acknowledgement to fall back on, so the
+// bridge holds the session's reader rather than drop an auction event.
+// Deliver is called by the XMPP session's one delivery goroutine, one
+// message at a time, in order.
 type Inbound struct {
 	deps     Deps
 	id       Identity
 	observer BridgeObserver
-	as       *actor.ActorSystem
-	pid      *actor.PID
 	ctx      context.Context // cancelled by Stop: ends retries
 	cancel   context.CancelFunc
-	joined   map[string]bool // items known to have a sniper; owned by the actor
-	stopOnce sync.Once
+	joined   map[string]bool // items known to have a sniper; Deliver's own
 }
 
-type chatIn struct {
-	from jid.JID
-	body string
-}
-
-// NewInbound spawns the inbound bridge actor.
-func NewInbound(as *actor.ActorSystem, deps Deps, id Identity, observer BridgeObserver) (*Inbound, error) {
-	in := &Inbound{deps: deps, id: id, observer: observer, as: as, joined: map[string]bool{}}
+// NewInbound makes the inbound bridge.
+func NewInbound(deps Deps, id Identity, observer BridgeObserver) *Inbound {
+	in := &Inbound{deps: deps, id: id, observer: observer, joined: map[string]bool{}}
 	in.ctx, in.cancel = context.WithCancel(context.Background())
-	pid, err := as.Root.SpawnNamed(actor.PropsFromFunc(in.receive), "xmpp-in")
-	if err != nil {
-		return nil, fmt.Errorf("spawn inbound bridge: %w", err)
-	}
-	in.pid = pid
-	return in, nil
+	return in
 }
 
-// Deliver hands one chat message to the bridge and waits until it is in
-// the log (or ignored). It is the XMPP session's message handler.
+// Stop makes a Deliver waiting for the log give up (the auction house's
+// next message carries the current price anyway). Calling it again does
+// nothing.
+func (in *Inbound) Stop() { in.cancel() }
+
+// Deliver stores one chat message as an input (or drops it, if it is not
+// from an auction the sniper joined), and returns once it is in the log or
+// the bridge is stopped. It is the XMPP session's message handler.
 func (in *Inbound) Deliver(from jid.JID, body string) {
-	_, err := in.as.Root.RequestFuture(in.pid, chatIn{from: from, body: body}, time.Minute).Result()
-	if err != nil {
-		in.deps.Logger.Error("inbound message not stored", "from", from.String(), "error", err)
-	}
-}
-
-// Stop stops the bridge; a message still waiting for the log is given up
-// (the auction house's next message carries the current price anyway).
-// Calling it again does nothing.
-func (in *Inbound) Stop() {
-	in.stopOnce.Do(func() {
-		in.cancel()
-		_ = in.as.Root.StopFuture(in.pid).Wait()
-	})
-}
-
-func (in *Inbound) receive(ctx actor.Context) {
-	m, ok := ctx.Message().(chatIn)
+	item, ok := in.id.ItemOf(from)
 	if !ok {
-		return
-	}
-	item, ok := in.id.ItemOf(m.from)
-	if !ok {
-		in.deps.Logger.Warn("dropped a message from a sender that is not an auction", "from", m.from.String(), "body", truncate(m.body, 200))
+		in.deps.Logger.Warn("dropped a message from a sender that is not an auction", "from", from.String(), "body", truncate(body, 200))
 		if in.observer != nil {
-			in.observer.Dropped(m.from.String())
+			in.observer.Dropped(from.String())
 		}
-		ctx.Respond(true)
 		return
 	}
 	if !in.isJoined(item) {
-		in.deps.Logger.Warn("dropped a message from an auction the sniper never joined", "item", item, "from", m.from.String(), "body", truncate(m.body, 200))
-		if in.observer != nil {
-			in.observer.Dropped(m.from.String())
+		if in.ctx.Err() == nil {
+			in.deps.Logger.Warn("dropped a message from an auction the sniper never joined", "item", item, "from", from.String(), "body", truncate(body, 200))
+			if in.observer != nil {
+				in.observer.Dropped(from.String())
+			}
 		}
-		ctx.Respond(true)
 		return
 	}
-	subject, payload := in.translate(item, m.body)
+	subject, payload := in.translate(item, body)
 	in.store(item, subject, payload)
-	ctx.Respond(true)
 }
 
 // isJoined reports whether item has a start command in the log: only the

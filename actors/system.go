@@ -97,9 +97,6 @@ func StartSystem(ctx context.Context, deps Deps) (*System, error) {
 	return s, nil
 }
 
-// ActorSystem is the system the snipers run in, for the bridges.
-func (s *System) ActorSystem() *actor.ActorSystem { return s.as }
-
 // Counts asks the supervisor how many auctions it knows, by kind.
 func (s *System) Counts(ctx context.Context) (SniperCounts, error) {
 	timeout := 5 * time.Second

@@ -175,10 +175,7 @@ func (a *App) startXMPP(ctx context.Context, deps actors.Deps) error {
 		domain = sniperJID.Domainpart()
 	}
 	id := actors.Identity{Sniper: sniperJID, AuctionDomain: domain}
-	a.inbound, err = actors.NewInbound(a.system.ActorSystem(), deps, id, a.metrics)
-	if err != nil {
-		return err
-	}
+	a.inbound = actors.NewInbound(deps, id, a.metrics)
 	first := make(chan struct{})
 	var once sync.Once
 	everUp := false
