@@ -78,6 +78,7 @@ type Follower struct {
 	done      map[uint64]struct{} // done, but behind an older pending one
 	delivered uint64              // the last sequence handed out
 	saved     uint64              // the checkpoint last written
+	idle      chan struct{}       // closed when nothing is pending; nil until asked for
 }
 
 // CheckpointSubject is where the follower named name keeps its
@@ -143,6 +144,30 @@ func (f *Follower) Done(seq uint64) {
 		}
 		delete(f.done, f.pending[0])
 		f.pending = f.pending[1:]
+	}
+	if len(f.pending) == 0 && f.idle != nil {
+		close(f.idle)
+		f.idle = nil
+	}
+}
+
+// WaitIdle waits until every delivery so far is done, or ctx ends.
+func (f *Follower) WaitIdle(ctx context.Context) error {
+	f.mu.Lock()
+	if len(f.pending) == 0 {
+		f.mu.Unlock()
+		return nil
+	}
+	if f.idle == nil {
+		f.idle = make(chan struct{})
+	}
+	idle := f.idle
+	f.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -269,11 +294,16 @@ func (f *Follower) read(ctx context.Context, handle func(Delivery)) error {
 		// again) would update it and fail (10012: start sequence can not
 		// be updated), or attach to it.
 		NamePrefix: f.spec.Name + "_" + nuid.Next(),
+		// A reader left behind (its process died, the watchdog replaced
+		// it) goes after this long without a pull, not nats.go's 5 min:
+		// the consumer count stays one per follower.
+		InactiveThreshold: readerInactiveThreshold,
 	}
 	cons, err := f.log.stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
 	}
+	defer f.deleteReader(cons)
 	it, err := cons.Messages(jetstream.PullExpiry(10*time.Second), jetstream.PullHeartbeat(2*time.Second))
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
@@ -306,28 +336,51 @@ func (f *Follower) read(ctx context.Context, handle func(Delivery)) error {
 	}
 }
 
-// watch cancels the read (restart) when the log has messages on the
-// follower's subjects beyond its position and the position did not move
-// for a whole check interval.
+// readerInactiveThreshold is how long the server keeps a reader nobody
+// pulls from; a live reader pulls at least every PullExpiry (10 s).
+const readerInactiveThreshold = 30 * time.Second
+
+// deleteReader removes a reader that is done with, so that it does not
+// linger until its inactive threshold.
+func (f *Follower) deleteReader(cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil || f.log.Available() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), followOpTimeout)
+	defer cancel()
+	if err := f.log.stream.DeleteConsumer(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		f.logger.Debug("cannot delete a finished reader; the server drops it when it goes inactive", "consumer", info.Name, "error", err)
+	}
+}
+
+// watch cancels the read (restart) when the log has had messages on the
+// follower's subjects beyond its position for two check intervals in a
+// row without the position moving: a reader that is merely slow (a
+// loaded machine) moves, a stuck one does not.
 func (f *Follower) watch(ctx context.Context, restart context.CancelFunc) {
 	t := time.NewTicker(followCheckEvery)
 	defer t.Stop()
-	var behind uint64 // the position at the previous check, if the log was ahead of it
+	var at uint64 // the position at the previous check
+	still := 0    // checks in a row that found the log ahead and the position where it was
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		at := f.Delivered()
-		if behind != 0 && at == behind {
+		now := f.Delivered()
+		last, err := f.lastOnFilters(ctx)
+		switch {
+		case err != nil || last <= now || now != at:
+			still = 0
+		default:
+			still++
+		}
+		at = now
+		if still >= 2 {
 			restart()
 			return
-		}
-		behind = 0
-		last, err := f.lastOnFilters(ctx)
-		if err == nil && last > at {
-			behind = at
 		}
 	}
 }
