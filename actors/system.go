@@ -122,13 +122,11 @@ func (s *System) Stop() {
 	s.stopOnce.Do(func() {
 		s.stopReading()
 		<-s.readDone
-		deadline := time.Now().Add(DefaultDrainGrace)
-		for s.inputs.Pending() > 0 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+		drain, cancelDrain := context.WithTimeout(context.Background(), DefaultDrainGrace)
+		if err := s.inputs.WaitIdle(drain); err != nil {
+			s.deps.Logger.Warn("some inputs were not decided in time; the next start decides them", "inputs", s.inputs.Pending())
 		}
-		if n := s.inputs.Pending(); n > 0 {
-			s.deps.Logger.Warn("some inputs were not decided in time; the next start decides them", "inputs", n)
-		}
+		cancelDrain()
 		s.cancel()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if err := s.inputs.SaveCheckpoint(ctx); err != nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -128,23 +129,82 @@ func scorePrefix(prefix string, want int, score func(sniperView) int) func([]sni
 	}
 }
 
+// decisionCounter counts the sniper's decisions of one type on prefix's
+// auctions as they are stored, through a plain subscription on the
+// sniper's NATS (every message a stream stores is also published): the
+// count is exact and timed when it happens, and costs the sniper nothing,
+// unlike listing thousands of snipers through the API while it works.
+type decisionCounter struct {
+	sub  *nats.Subscription
+	n    atomic.Int64
+	last atomic.Int64 // unix nanoseconds of the last one counted
+}
+
+func (p *publisher) countDecisions(prefix, typ string) (*decisionCounter, error) {
+	c := &decisionCounter{}
+	sub, err := p.nc.Subscribe("sniper.*.dec."+typ, func(m *nats.Msg) {
+		if strings.HasPrefix(m.Subject, "sniper."+prefix) {
+			c.n.Add(1)
+			c.last.Store(time.Now().UnixNano())
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	c.sub = sub
+	return c, p.nc.Flush()
+}
+
+// wait waits until want decisions were counted and returns when the last
+// one was; it fails when none came for stall, or after timeout.
+func (c *decisionCounter) wait(ctx context.Context, what string, want int64, stall, timeout time.Duration) (time.Time, error) {
+	defer func() { _ = c.sub.Unsubscribe() }()
+	deadline := time.Now().Add(timeout)
+	seen, moved := int64(-1), time.Now()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n := c.n.Load()
+		if n >= want {
+			return time.Unix(0, c.last.Load()), nil
+		}
+		if n != seen {
+			seen, moved = n, time.Now()
+		}
+		switch {
+		case time.Since(moved) > stall:
+			return time.Time{}, fmt.Errorf("%s: no progress for %s at %d of %d", what, stall, n, want)
+		case time.Now().After(deadline):
+			return time.Time{}, fmt.Errorf("%s: %d of %d after %s", what, n, want, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
 // pricesAll publishes prices 1..k to every item, round robin (so every
-// auction has inputs waiting at once), and waits until the API shows all
-// snipers of prefix (of which there are want) at the last price; progress
-// is the number of prices decided.
-func pricesAll(ctx context.Context, p *sniperProc, pub *publisher, prefix string, items []string, want, k int, stall, timeout time.Duration) error {
+// auction has inputs waiting at once), and returns when the last of their
+// decisions was stored.
+func pricesAll(ctx context.Context, pub *publisher, prefix string, items []string, k int, stall, timeout time.Duration) (time.Time, error) {
+	count, err := pub.countDecisions(prefix, "bid")
+	if err != nil {
+		return time.Time{}, err
+	}
 	for i := 1; i <= k; i++ {
 		for _, it := range items {
 			if err := pub.publish(priceSubject(it), pricePayload(it, inputPrice(i))); err != nil {
-				return fmt.Errorf("publish price: %w", err)
+				return time.Time{}, fmt.Errorf("publish price: %w", err)
 			}
 		}
 	}
 	if err := pub.flush(ctx); err != nil {
-		return err
+		return time.Time{}, err
 	}
-	return p.waitListed(ctx, fmt.Sprintf("%s inputs decided", thousands(float64(len(items)*k))), pollEvery(want), stall, timeout,
-		scorePrefix(prefix, want*k, func(v sniperView) int { return min(max(int(v.LastPrice-inputPrice(0))/10, 0), k) }))
+	return count.wait(ctx, fmt.Sprintf("%s inputs decided", thousands(float64(len(items)*k))), int64(len(items)*k), stall, timeout)
 }
 
 func itemNames(prefix string, from, to int) []string {
@@ -201,13 +261,23 @@ func logStage(ctx context.Context, e *bench, run int, policy string) error {
 			e.res.fail(key, err)
 			continue
 		}
-		s0, _ := streamState(ctx, p.natsURL)
-		t0 := time.Now()
-		if err := pricesAll(ctx, p, pub, prefix, items, len(items), lv.prices, 15*time.Second, 3*time.Minute); err != nil {
+		// The JOINs of the starts go out first: the prices are timed on
+		// their own.
+		if err := p.waitOutboundIdle(ctx, 3*time.Minute); err != nil {
 			e.res.fail(key, err)
 			continue
 		}
-		wall := time.Since(t0)
+		s0, _ := streamState(ctx, p.natsURL)
+		t0 := time.Now()
+		lastDecided, err := pricesAll(ctx, pub, prefix, items, lv.prices, 15*time.Second, 3*time.Minute)
+		if err != nil {
+			e.res.fail(key, err)
+			continue
+		}
+		wall := lastDecided.Sub(t0)
+		// What the decisions wrote, the bridge's records of the BIDs
+		// included, once they are all in.
+		_ = p.waitOutboundIdle(ctx, 3*time.Minute)
 		s1, _ := streamState(ctx, p.natsURL)
 		n := lv.auctions * lv.prices
 		e.res.add(key, sample{"v": float64(n) / wall.Seconds(), "writes_per_input": float64(s1.LastSeq-s0.LastSeq) / float64(n),

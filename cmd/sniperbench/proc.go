@@ -376,3 +376,43 @@ func lastLines(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// metric reads one sample of /metrics, by its full name with labels as
+// the exposition writes them (e.g. `x{follower="outbound"}`); absent: 0.
+func (p *sniperProc) metric(ctx context.Context, name string) (float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.url+"/metrics", nil)
+	resp, err := shortClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, sc.Err()
+}
+
+// waitOutboundIdle waits until the outbound bridge has read and finished
+// every decision that sends something.
+func (p *sniperProc) waitOutboundIdle(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		unread, err1 := p.metric(ctx, `sniper_follower_unread_messages{follower="outbound"}`)
+		undone, err2 := p.metric(ctx, `sniper_follower_undone_messages{follower="outbound"}`)
+		if err1 == nil && err2 == nil && unread == 0 && undone == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the outbound bridge still has %v unread and %v unsent decisions after %s", unread, undone, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -190,7 +190,7 @@ func restartStage(ctx context.Context, e *bench) error {
 			if err := startAll(ctx, p, pub, "rs-", items, n, 20*time.Second, 5*time.Minute); err != nil {
 				return fmt.Errorf("filling the log: %w", err)
 			}
-			if err := pricesAll(ctx, p, pub, "rs-", items, n, 9, 20*time.Second, 5*time.Minute); err != nil {
+			if _, err := pricesAll(ctx, pub, "rs-", items, 9, 20*time.Second, 5*time.Minute); err != nil {
 				return fmt.Errorf("filling the log: %w", err)
 			}
 			have = n
