@@ -269,4 +269,3 @@ func DecodeInput(subject string, data []byte) (auction.Input, error) {
 	}
 	return nil, fmt.Errorf("decode %s: not an input", subject)
 }
-

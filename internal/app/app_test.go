@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-
 	"sniper/internal/app"
 	"sniper/jetstream"
 	"sniper/messages"
