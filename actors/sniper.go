@@ -49,6 +49,10 @@ type Deps struct {
 	// RetryDelay is how soon a sniper tries again an input whose decision
 	// the log did not take (0: DefaultRetryDelay).
 	RetryDelay time.Duration
+	// Recovered is every auction's last decision, if the caller read it
+	// already (the app reads it once for the actors and the projection);
+	// nil: StartSystem reads it.
+	Recovered *jetstream.Recovery
 
 	// Set by StartSystem: the system's lifetime (hard stop), and the
 	// input follower's Done.

@@ -62,11 +62,16 @@ func StartSystem(ctx context.Context, deps Deps) (*System, error) {
 		return nil, err
 	}
 	deps.done = inputs.Done
-	decisions, err := deps.Log.Decisions(ctx)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("recover snipers: %w", err)
+	if deps.Recovered == nil {
+		rec, err := deps.Log.Recover(ctx)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("recover snipers: %w", err)
+		}
+		deps.Recovered = &rec
 	}
+	decisions := deps.Recovered.Decisions
+	deps.Recovered = nil // not kept in every actor's Deps
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return deps.Logger.With("component", "protoactor")
 	}))

@@ -46,7 +46,7 @@ func newHandler(t testing.TB, logger *slog.Logger) http.Handler {
 	if err != nil {
 		t.Fatalf("open log: %v", err)
 	}
-	view, err := projection.Start(ctx, log, logger)
+	view, err := projection.Start(ctx, log, logger, nil)
 	if err != nil {
 		t.Fatalf("start projection: %v", err)
 	}

@@ -71,7 +71,7 @@ func statusServer(t *testing.T, st *fakeStatus) (*httptest.Server, *nats.Conn) {
 		t.Fatal(err)
 	}
 	logger := testkit.Logger(t)
-	view, err := projection.Start(ctx, log, logger)
+	view, err := projection.Start(ctx, log, logger, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

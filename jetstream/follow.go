@@ -56,6 +56,9 @@ type Delivery struct {
 	Subject string
 	Time    time.Time
 	Data    []byte
+	// Pending is how many messages on the follower's subjects the log
+	// held after this one when it was delivered: 0 means caught up.
+	Pending uint64
 }
 
 // Follower reads the messages on some subjects in log order with one
@@ -294,16 +297,12 @@ func (f *Follower) read(ctx context.Context, handle func(Delivery)) error {
 		// again) would update it and fail (10012: start sequence can not
 		// be updated), or attach to it.
 		NamePrefix: f.spec.Name + "_" + nuid.Next(),
-		// A reader left behind (its process died, the watchdog replaced
-		// it) goes after this long without a pull, not nats.go's 5 min:
-		// the consumer count stays one per follower.
-		InactiveThreshold: readerInactiveThreshold,
 	}
-	cons, err := f.log.stream.OrderedConsumer(ctx, cfg)
+	cons, err := f.log.stream.OrderedConsumer(ctx, readerConfig(cfg))
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
 	}
-	defer f.deleteReader(cons)
+	defer f.log.deleteReader(cons, f.logger)
 	it, err := cons.Messages(jetstream.PullExpiry(10*time.Second), jetstream.PullHeartbeat(2*time.Second))
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
@@ -331,26 +330,8 @@ func (f *Follower) read(ctx context.Context, handle func(Delivery)) error {
 		}
 		f.mu.Unlock()
 		if fresh {
-			handle(Delivery{Seq: seq, Subject: msg.Subject(), Time: meta.Timestamp, Data: msg.Data()})
+			handle(Delivery{Seq: seq, Subject: msg.Subject(), Time: meta.Timestamp, Data: msg.Data(), Pending: meta.NumPending})
 		}
-	}
-}
-
-// readerInactiveThreshold is how long the server keeps a reader nobody
-// pulls from; a live reader pulls at least every PullExpiry (10 s).
-const readerInactiveThreshold = 30 * time.Second
-
-// deleteReader removes a reader that is done with, so that it does not
-// linger until its inactive threshold.
-func (f *Follower) deleteReader(cons jetstream.Consumer) {
-	info := cons.CachedInfo()
-	if info == nil || f.log.Available() != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), followOpTimeout)
-	defer cancel()
-	if err := f.log.stream.DeleteConsumer(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		f.logger.Debug("cannot delete a finished reader; the server drops it when it goes inactive", "consumer", info.Name, "error", err)
 	}
 }
 

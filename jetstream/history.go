@@ -40,13 +40,14 @@ func (l *Log) read(ctx context.Context, filter string, upTo uint64) ([]Record, e
 	if len(info.State.Subjects) == 0 {
 		return nil, nil
 	}
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+	cons, err := l.stream.OrderedConsumer(ctx, readerConfig(jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{filter},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	})
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", filter, err)
 	}
+	defer l.deleteReader(cons, nil)
 	it, err := cons.Messages()
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", filter, err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -240,4 +241,31 @@ func (l *Log) lastOnLeader(ctx context.Context, filter string, req []byte) (*jet
 	}
 	m := body.Message
 	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Seq, Data: m.Data, Time: m.Time}, nil
+}
+
+// readerInactiveThreshold is how long the server keeps an ordered
+// consumer nobody pulls from, instead of nats.go's 5 minutes: a live one
+// pulls at least every PullExpiry (10 s), and one left behind (its process
+// died) must not count against the stream for long.
+const readerInactiveThreshold = 30 * time.Second
+
+// readerConfig is an ordered consumer of ours: a short inactive threshold.
+func readerConfig(cfg jetstream.OrderedConsumerConfig) jetstream.OrderedConsumerConfig {
+	cfg.InactiveThreshold = readerInactiveThreshold
+	return cfg
+}
+
+// deleteReader removes an ordered consumer that is done with (nats.go's
+// Stop leaves it on the server until its inactive threshold), so that the
+// stream's consumers stay one per follower.
+func (l *Log) deleteReader(cons jetstream.Consumer, logger *slog.Logger) {
+	info := cons.CachedInfo()
+	if info == nil || l.Available() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.stream.DeleteConsumer(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && logger != nil {
+		logger.Debug("cannot delete a finished reader; the server drops it when it goes inactive", "consumer", info.Name, "error", err)
+	}
 }

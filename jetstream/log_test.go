@@ -547,63 +547,41 @@ func TestDecisions(t *testing.T) {
 	}
 }
 
-// DecisionsUpTo reads the log as it stood at a sequence: later decisions
-// and auctions decided later are not in it, and an auction's latest is the
-// latest over all its decision subjects as of the cut.
-func TestDecisionsUpTo(t *testing.T) {
+// Decisions reads, per auction, the latest over all its decision
+// subjects, whatever their order; inputs are not decisions.
+func TestDecisionsTakeTheLatestOfEachAuction(t *testing.T) {
 	ctx := testContext(t)
 	l := testkit.StartNATS(t).Log
+	check := func(want map[string]uint64) {
+		t.Helper()
+		got, err := l.Decisions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seqs := decisionSeqs(t, got); !maps.Equal(seqs, want) {
+			t.Errorf("Decisions = %v, want %v", seqs, want)
+		}
+	}
+	check(map[string]uint64{})
 	appendInput(t, ctx, l, messages.Subject("a", messages.KindCmd, messages.TypeStart), messages.NewStart("a", 5))
+	check(map[string]uint64{})
 	a1 := commit(t, ctx, l, decision(t, "a", 0, 1, auction.Joining, auction.Join{}))
+	check(map[string]uint64{"a": a1})
 	b1 := commit(t, ctx, l, decision(t, "b", 0, 2, auction.Bidding, auction.Bid{Price: 5}))
 	a2 := commit(t, ctx, l, decision(t, "a", a1, 3, auction.Bidding, auction.Bid{Price: 5}))
+	check(map[string]uint64{"a": a2, "b": b1}) // a: dec.bid after dec.join
 	a3 := commit(t, ctx, l, decision(t, "a", a2, 4, auction.Winning))
+	check(map[string]uint64{"a": a3, "b": b1}) // a: dec.state after dec.bid
 	b2 := commit(t, ctx, l, decision(t, "b", b1, 5, auction.Lost))
 	c1 := commit(t, ctx, l, decision(t, "c", 0, 6, auction.Joining, auction.Join{}))
+	check(map[string]uint64{"a": a3, "b": b2, "c": c1})
 	a4 := commit(t, ctx, l, decision(t, "a", a3, 7, auction.Bidding, auction.Bid{Price: 9}))
 	appendInput(t, ctx, l, messages.Subject("d", messages.KindCmd, messages.TypeStart), messages.NewStart("d", 5))
-
-	for _, c := range []struct {
-		cut  uint64
-		want map[string]uint64
-	}{
-		{a1 - 1, map[string]uint64{}},
-		{a1, map[string]uint64{"a": a1}},
-		{a2, map[string]uint64{"a": a2, "b": b1}},          // a: dec.bid after dec.join
-		{a3, map[string]uint64{"a": a3, "b": b1}},          // a: dec.state after dec.bid
-		{c1, map[string]uint64{"a": a3, "b": b2, "c": c1}}, // not a's later dec.bid
-		{a4, map[string]uint64{"a": a4, "b": b2, "c": c1}}, // a: dec.bid again, after dec.state
-		{a4 + 100, map[string]uint64{"a": a4, "b": b2, "c": c1}},
-	} {
-		got, err := l.DecisionsUpTo(ctx, c.cut)
-		if err != nil {
-			t.Fatalf("DecisionsUpTo(%d): %v", c.cut, err)
-		}
-		if seqs := decisionSeqs(t, got); !maps.Equal(seqs, c.want) {
-			t.Errorf("DecisionsUpTo(%d) = %v, want %v", c.cut, seqs, c.want)
-		}
-	}
-	now, err := l.DecisionsUpTo(ctx, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all, err := l.Decisions(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]uint64{"a": a4, "b": b2, "c": c1}
-	if got := decisionSeqs(t, now); !maps.Equal(got, want) {
-		t.Errorf("DecisionsUpTo(0) = %v, want %v", got, want)
-	}
-	if got := decisionSeqs(t, all); !maps.Equal(got, want) {
-		t.Errorf("Decisions = %v, want %v", got, want)
-	}
+	check(map[string]uint64{"a": a4, "b": b2, "c": c1}) // a: dec.bid again, after dec.state
 }
 
-// Recovery reads one message per auction and decision subject; the server
-// answers at most 1024 subjects per multi-last request, and more auctions
-// (and more subjects) than that must still be read, consistently as of
-// the cut.
+// Recovery reads one message per auction and decision subject, for more
+// auctions than one multi-last request could answer (1,024 subjects).
 func TestDecisionsManyAuctions(t *testing.T) {
 	ctx := testContextFor(t, 2*time.Minute)
 	l := testkit.StartNATS(t).Log
@@ -611,7 +589,6 @@ func TestDecisionsManyAuctions(t *testing.T) {
 
 	item := func(i int) string { return fmt.Sprintf("item-%04d", i) }
 	last := map[string]uint64{}
-	atCut := map[string]uint64{}
 	begin := time.Now()
 	for i := range auctions {
 		last[item(i)] = commit(t, ctx, l, decision(t, item(i), 0, uint64(2*i+1), auction.Joining, auction.Join{}))
@@ -619,10 +596,8 @@ func TestDecisionsManyAuctions(t *testing.T) {
 			last[item(i)] = commit(t, ctx, l, decision(t, item(i), last[item(i)], uint64(2*i+2), auction.Bidding, auction.Bid{Price: 10}))
 		}
 	}
-	maps.Copy(atCut, last)
-	_, cut := streamState(t, ctx, l)
-	// After the cut: a newer decision, on another subject, of every third
-	// auction, and a new auction.
+	// A newer decision, on another subject, of every third auction, and
+	// a new auction.
 	for i := 0; i < auctions; i += 3 {
 		last[item(i)] = commit(t, ctx, l, decision(t, item(i), last[item(i)], uint64(10_000+i), auction.Winning))
 	}
@@ -651,11 +626,7 @@ func TestDecisionsManyAuctions(t *testing.T) {
 		}
 	}
 	begin = time.Now()
-	got, err := l.DecisionsUpTo(ctx, cut)
-	t.Logf("DecisionsUpTo(%d): %d auctions in %s", cut, len(got), time.Since(begin).Round(time.Millisecond))
-	check("DecisionsUpTo", got, err, atCut)
-	begin = time.Now()
-	got, err = l.Decisions(ctx)
+	got, err := l.Decisions(ctx)
 	t.Logf("Decisions: %d auctions in %s", len(got), time.Since(begin).Round(time.Millisecond))
 	check("Decisions", got, err, last)
 }

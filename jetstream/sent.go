@@ -16,20 +16,23 @@ import (
 // start and keeps it in memory: no log read per send.
 func (l *Log) SentUpTo(ctx context.Context) (map[string]uint64, error) {
 	out := map[string]uint64{}
-	for _, typ := range []string{messages.TypeSent, messages.TypeUndelivered} {
-		for raw, err := range l.lastPerSubject(ctx, messages.Subject("*", messages.KindOut, typ), 0) {
-			if err != nil {
-				return nil, fmt.Errorf("read %s records: %w", typ, err)
-			}
-			var rec struct {
-				Item   string `json:"item"`
-				OutSeq uint64 `json:"out_seq"`
-			}
-			if err := json.Unmarshal(raw.Data, &rec); err != nil {
-				return nil, fmt.Errorf("decode %s record %d: %w", typ, raw.Sequence, err)
-			}
-			out[rec.Item] = max(out[rec.Item], rec.OutSeq)
+	filters := []string{
+		messages.Subject("*", messages.KindOut, messages.TypeSent),
+		messages.Subject("*", messages.KindOut, messages.TypeUndelivered),
+	}
+	err := l.lastPerSubject(ctx, filters, func(d Delivery) error {
+		var rec struct {
+			Item   string `json:"item"`
+			OutSeq uint64 `json:"out_seq"`
 		}
+		if err := json.Unmarshal(d.Data, &rec); err != nil {
+			return fmt.Errorf("decode the record %d on %s: %w", d.Seq, d.Subject, err)
+		}
+		out[rec.Item] = max(out[rec.Item], rec.OutSeq)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read what the outbound bridge sent: %w", err)
 	}
 	return out, nil
 }

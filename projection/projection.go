@@ -32,24 +32,24 @@ type View struct {
 }
 
 // Start loads every sniper's last decision and follows new ones from the
-// very next sequence, so nothing is missed or seen twice.
-func Start(ctx context.Context, log *jetstream.Log, logger *slog.Logger) (*View, error) {
-	upTo, err := log.LastSeq(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("projection: %w", err)
-	}
-	v := &View{logger: logger, snaps: map[string]messages.DecisionEvent{}, changed: make(chan struct{}), subs: map[*Subscription]struct{}{}, lastSeq: upTo}
-	if upTo > 0 {
-		decisions, err := log.DecisionsUpTo(ctx, upTo)
+// very next sequence, so nothing is missed or seen twice. rec is what the
+// caller already read of the log (the sniper reads it once at start for
+// the actors and the view); nil reads it here.
+func Start(ctx context.Context, log *jetstream.Log, logger *slog.Logger, rec *jetstream.Recovery) (*View, error) {
+	if rec == nil {
+		r, err := log.Recover(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("projection: %w", err)
 		}
-		for _, d := range decisions {
-			v.snaps[d.Item] = d.DecisionEvent
-		}
+		rec = &r
+	}
+	v := &View{logger: logger, snaps: make(map[string]messages.DecisionEvent, len(rec.Decisions)), changed: make(chan struct{}),
+		subs: map[*Subscription]struct{}{}, lastSeq: rec.Through}
+	for _, d := range rec.Decisions {
+		v.snaps[d.Item] = d.DecisionEvent
 	}
 	f, err := log.Follower(ctx, jetstream.FollowSpec{
-		Name: "projection", Filters: []string{messages.DecisionFilter("*")}, From: upTo + 1, Logger: logger,
+		Name: "projection", Filters: []string{messages.DecisionFilter("*")}, From: rec.Through + 1, Logger: logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("projection: %w", err)

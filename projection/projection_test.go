@@ -30,7 +30,7 @@ func startView(t *testing.T, n *testkit.NATS) *projection.View {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	v, err := projection.Start(ctx, n.Log, testkit.Logger(t))
+	v, err := projection.Start(ctx, n.Log, testkit.Logger(t), nil)
 	if err != nil {
 		t.Fatalf("start projection: %v", err)
 	}
@@ -161,7 +161,7 @@ func TestStopClosesSubscriptions(t *testing.T) {
 	n := testkit.StartNATS(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	v, err := projection.Start(ctx, n.Log, testkit.Logger(t))
+	v, err := projection.Start(ctx, n.Log, testkit.Logger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
