@@ -199,3 +199,51 @@ func TestARestartFromAnOldCheckpointDecidesNothingTwice(t *testing.T) {
 		}
 	}
 }
+
+// Idle snipers are passivated (their actor stops, their last decision
+// stays with the supervisor) and come back on their next input, deciding
+// it from where they were: inputs that arrive while one is on its way out
+// are neither lost nor reordered.
+func TestIdleSnipersArePassivatedAndComeBack(t *testing.T) {
+	n := testkit.StartNATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sys, err := actors.StartSystem(ctx, actors.Deps{Log: n.Log, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), PassivateAfter: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sys.Stop)
+	const auctions, rounds = 50, 6
+	items := make([]string, auctions)
+	var msgs []*nats.Msg
+	for i := range items {
+		items[i] = fmt.Sprintf("nap-%d", i)
+		msgs = append(msgs, inputMsg(t, items[i], messages.KindCmd, messages.TypeStart, messages.NewStart(items[i], 1_000_000)))
+	}
+	publishAll(t, n.Conn, msgs)
+	passivated := 0
+	for r := 1; r <= rounds; r++ {
+		// Wait until most snipers have gone to sleep, then wake them all.
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			c, _ := sys.Counts(context.Background())
+			return c.Dormant >= auctions/2
+		}, "idle snipers are never passivated")
+		passivated++
+		msgs = msgs[:0]
+		for _, item := range items {
+			// Two prices back to back: the second may arrive while the
+			// sniper is being passivated after the first.
+			msgs = append(msgs,
+				inputMsg(t, item, messages.KindIn, messages.TypePrice, messages.NewPrice(item, int64(100*r), 1, "other", false)),
+				inputMsg(t, item, messages.KindIn, messages.TypePrice, messages.NewPrice(item, int64(100*r+50), 1, "other", false)))
+		}
+		publishAll(t, n.Conn, msgs)
+		waitStates(t, n.Log, items, func(d messages.DecisionEvent) bool { return d.LastBid == int64(100*r+51) })
+	}
+	for _, item := range items {
+		assertOneDecisionPerInput(t, n.Log, item)
+		if got := len(decisions(t, n.Log, item)); got != 1+2*rounds {
+			t.Fatalf("%s: %d decisions, want %d", item, got, 1+2*rounds)
+		}
+	}
+}

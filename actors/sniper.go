@@ -49,6 +49,11 @@ type Deps struct {
 	// RetryDelay is how soon a sniper tries again an input whose decision
 	// the log did not take (0: DefaultRetryDelay).
 	RetryDelay time.Duration
+	// PassivateAfter is how long a sniper with no input may keep its
+	// actor: one sweep of the supervisor every PassivateAfter stops those
+	// that got nothing since the previous one (0: DefaultPassivateAfter;
+	// negative: never).
+	PassivateAfter time.Duration
 	// Recovered is every auction's last decision, if the caller read it
 	// already (the app reads it once for the actors and the projection);
 	// nil: StartSystem reads it.
@@ -59,6 +64,11 @@ type Deps struct {
 	runCtx context.Context
 	done   func(seq uint64)
 }
+
+// DefaultPassivateAfter is how often the supervisor stops idle snipers:
+// an idle auction keeps its last decision in the supervisor's memory (a
+// few hundred bytes) instead of an actor (about 2 KiB).
+const DefaultPassivateAfter = 30 * time.Second
 
 // DefaultRetryDelay is how soon a sniper tries an undecided input again.
 const DefaultRetryDelay = time.Second
@@ -121,6 +131,18 @@ type input struct{ jetstream.Delivery }
 
 // retry asks a sniper to try its oldest undecided input again.
 type retry struct{}
+
+// passivate asks an idle sniper to hand its state back to the supervisor,
+// which stops it; it answers passivated.
+type passivate struct{}
+
+// passivated is a sniper's answer to passivate: ok with its last decision,
+// or not ok because it holds inputs.
+type passivated struct {
+	item string
+	ok   bool
+	last jetstream.StoredDecision
+}
 
 // sniperFinished tells the supervisor that a sniper reached a final state:
 // the supervisor stops routing to it and stops it.
@@ -187,6 +209,15 @@ func (s *sniper) Receive(ctx actor.Context) {
 	case retry:
 		s.retryAt = nil
 		s.process(ctx)
+	case passivate:
+		// Idle and settled: hand the state back and go; the supervisor
+		// brings the sniper back on the auction's next input.
+		idle := len(s.queue) == 0 && s.retryAt == nil && !s.stale && !s.finished
+		reply := passivated{item: s.item, ok: idle}
+		if idle {
+			reply.last = jetstream.StoredDecision{Seq: s.fence, DecisionEvent: s.snap}
+		}
+		ctx.Send(ctx.Parent(), reply)
 	}
 }
 

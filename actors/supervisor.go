@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -24,10 +25,27 @@ type supervisor struct {
 	deps Deps
 	live map[string]*actor.PID
 	// dormant holds the last decision of every unfinished auction that
-	// has no actor yet.
+	// has no actor: recovered at start and not talked to since, or
+	// passivated after a quiet sweep.
 	dormant  map[string]jetstream.StoredDecision
 	finished map[string]bool
+	// active holds the live auctions that got an input since the last
+	// sweep; passivating those asked to go (and then stopping), with the
+	// inputs that came for them meanwhile.
+	active      map[string]bool
+	passivating map[string]*passivation
 }
+
+// passivation is an idle sniper on its way out.
+type passivation struct {
+	pid     *actor.PID
+	last    *jetstream.StoredDecision // set once it said yes
+	pending []input                   // inputs that came meanwhile, in order
+}
+
+// sweep asks the supervisor to passivate the snipers that got no input
+// since the previous sweep.
+type sweep struct{}
 
 // SupervisorProps builds the supervisor. A child that fails more than 10
 // times a minute is stopped, not restarted forever; its inputs stay in the
@@ -40,7 +58,8 @@ func SupervisorProps(deps Deps) *actor.Props {
 		return actor.RestartDirective
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &supervisor{deps: deps, live: map[string]*actor.PID{}, dormant: map[string]jetstream.StoredDecision{}, finished: map[string]bool{}}
+		return &supervisor{deps: deps, live: map[string]*actor.PID{}, dormant: map[string]jetstream.StoredDecision{}, finished: map[string]bool{},
+			active: map[string]bool{}, passivating: map[string]*passivation{}}
 	}, actor.WithSupervisor(actor.NewOneForOneStrategy(10, time.Minute, decider)))
 }
 
@@ -65,8 +84,53 @@ func (s *supervisor) Receive(ctx actor.Context) {
 			// are still in its mailbox, and it settles them first.
 			ctx.Poison(pid)
 		}
+		if p, ok := s.passivating[m.item]; ok {
+			// Asked to go just as it finished: it goes as finished.
+			delete(s.passivating, m.item)
+			s.finished[m.item] = true
+			ctx.Poison(p.pid)
+			for _, in := range p.pending {
+				s.deps.inputDone(in.Seq)
+			}
+		}
 	case countSnipers:
-		ctx.Respond(SniperCounts{Live: len(s.live), Dormant: len(s.dormant), Finished: len(s.finished)})
+		ctx.Respond(SniperCounts{Live: len(s.live) + len(s.passivating), Dormant: len(s.dormant), Finished: len(s.finished)})
+	case sweep:
+		for item, pid := range s.live {
+			if !s.active[item] {
+				delete(s.live, item)
+				s.passivating[item] = &passivation{pid: pid}
+				ctx.Send(pid, passivate{})
+			}
+		}
+		clear(s.active)
+	case passivated:
+		p := s.passivating[m.item]
+		switch {
+		case p == nil:
+		case m.ok:
+			p.last = &m.last
+			ctx.Stop(p.pid) // its name is free once Terminated arrives
+		default:
+			// Busy after all: it is live again, with what came meanwhile.
+			delete(s.passivating, m.item)
+			s.live[m.item] = p.pid
+			s.active[m.item] = true
+			for _, in := range p.pending {
+				ctx.Send(p.pid, in)
+			}
+		}
+	case *actor.Terminated:
+		item := strings.TrimPrefix(m.Who.Id, ctx.Self().Id+"/")
+		p := s.passivating[item]
+		if p == nil || p.last == nil || !p.pid.Equal(m.Who) {
+			return
+		}
+		delete(s.passivating, item)
+		s.dormant[item] = *p.last
+		for _, in := range p.pending {
+			s.route(ctx, in)
+		}
 	}
 }
 
@@ -84,7 +148,12 @@ func (s *supervisor) route(ctx actor.Context, in input) {
 		return
 	}
 	if pid, ok := s.live[item]; ok {
+		s.active[item] = true
 		ctx.Send(pid, in)
+		return
+	}
+	if p, ok := s.passivating[item]; ok {
+		p.pending = append(p.pending, in)
 		return
 	}
 	if s.finished[item] {
@@ -111,6 +180,7 @@ func (s *supervisor) route(ctx actor.Context, in input) {
 		return
 	}
 	s.live[item] = pid
+	s.active[item] = true
 	ctx.Send(pid, in)
 }
 

@@ -29,8 +29,9 @@ type System struct {
 	supervisor *actor.PID
 	inputs     *jetstream.Follower
 
-	stopReading context.CancelFunc // ends the follower
+	stopReading context.CancelFunc // ends the follower and the sweeps
 	readDone    chan struct{}
+	sweepDone   chan struct{}
 	cancel      context.CancelFunc // ends the snipers' retries and writes
 	stopOnce    sync.Once
 }
@@ -99,7 +100,33 @@ func StartSystem(ctx context.Context, deps Deps) (*System, error) {
 		defer close(s.readDone)
 		_ = inputs.Run(readCtx, func(d jetstream.Delivery) { as.Root.Send(sup, input{d}) })
 	}()
+	s.sweepDone = make(chan struct{})
+	go s.sweep(readCtx)
 	return s, nil
+}
+
+// sweep asks the supervisor, every PassivateAfter, to passivate the
+// snipers that got no input since the previous sweep: one timer for the
+// whole system, none per auction.
+func (s *System) sweep(ctx context.Context) {
+	defer close(s.sweepDone)
+	every := s.deps.PassivateAfter
+	if every == 0 {
+		every = DefaultPassivateAfter
+	}
+	if every < 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.as.Root.Send(s.supervisor, sweep{})
+		}
+	}
 }
 
 // Counts asks the supervisor how many auctions it knows, by kind.
@@ -127,6 +154,7 @@ func (s *System) Stop() {
 	s.stopOnce.Do(func() {
 		s.stopReading()
 		<-s.readDone
+		<-s.sweepDone
 		drain, cancelDrain := context.WithTimeout(context.Background(), DefaultDrainGrace)
 		if err := s.inputs.WaitIdle(drain); err != nil {
 			s.deps.Logger.Warn("some inputs were not decided in time; the next start decides them", "inputs", s.inputs.Pending())
