@@ -19,13 +19,14 @@ import (
 
 // failoverWait bounds how long the sniper may take to work again after the
 // stream leader is lost: raft's election timeout in nats-server is 4-9 s,
-// then held inputs come back (a Nak'ed input after 1 s, one whose Nak was
-// lost with the leader after the 5 s AckWait).
+// then a commit whose answer was lost with the leader times out (2 s) and
+// is retried (1 s later), and a reader left on the lost node is replaced by
+// its follower's watchdog (two still checks, 1 s apart).
 const failoverWait = 20 * time.Second
 
 // The sniper runs against a three-node NATS cluster (--nats-url with every
 // node, --replicas 3). Mid-auction it loses the server it is connected to,
-// which leads the SNIPER stream and the sniper's consumers, at the worst
+// which leads the SNIPER stream and holds the sniper's readers, at the worst
 // moment: a PRICE is in the log and the sniper is about to commit its
 // decision. Once the stream has a leader again the sniper carries on by
 // itself: that decision is committed once and its BID sent, a PRICE the

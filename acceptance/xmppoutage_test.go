@@ -21,11 +21,13 @@ const (
 // new auctions and stops another sniper through the API: the decisions are
 // made and logged at once, the API, /readyz and the live stream say the
 // auction house is disconnected, and once Prosody is back the JOINs go out
-// in log order, each once, and the auction that was running carries on.
+// in order per auction, each once, and the auction that was running
+// carries on.
 //
 // A message to an auction that is offline bounces (Prosody has no offline
-// storage here) and the sniper does not see bounces, so the test makes
-// the auctions log in again before the sniper does: the sniper reaches
+// storage here); the sniper retries a bounced request for 30 s from its
+// decision, which an outage this long has used up, so the test makes the
+// auctions log in again before the sniper does: the sniper reaches
 // Prosody through a relay the test keeps closed until then. In production
 // the auction house is a service that is back before its clients; see
 // docs/reliability.md.

@@ -176,7 +176,9 @@ func (in *Inbound) store(item, subject string, payload any) {
 		err := in.deps.Log.Available()
 		var seq uint64
 		if err == nil {
-			ctx, cancel := context.WithTimeout(in.ctx, 5*time.Second)
+			// Short: an append whose answer was lost with a server is
+			// retried (the message id keeps it once) rather than waited on.
+			ctx, cancel := context.WithTimeout(in.ctx, commitTimeout)
 			seq, err = in.deps.Log.Append(ctx, subject, payload, jetstream.WithMsgID(id))
 			cancel()
 			if err != nil && in.ctx.Err() == nil {

@@ -70,6 +70,11 @@ type Deps struct {
 // few hundred bytes) instead of an actor (about 2 KiB).
 const DefaultPassivateAfter = 30 * time.Second
 
+// commitTimeout bounds one attempt to decide an input (the reload and the
+// commit): a commit whose answer was lost with a server is retried (its
+// message id makes the retry harmless) rather than waited on.
+const commitTimeout = 2 * time.Second
+
 // DefaultRetryDelay is how soon a sniper tries an undecided input again.
 const DefaultRetryDelay = time.Second
 
@@ -271,7 +276,7 @@ func (s *sniper) handleSafely(in jetstream.Delivery) (settled bool) {
 // state's input_seq was decided before (read again after a restart from
 // an older checkpoint): it is skipped.
 func (s *sniper) handle(in jetstream.Delivery) bool {
-	opCtx, cancel := context.WithTimeout(s.deps.ctx(), 10*time.Second)
+	opCtx, cancel := context.WithTimeout(s.deps.ctx(), commitTimeout)
 	defer cancel()
 	if s.stale {
 		if err := s.reload(opCtx); err != nil {

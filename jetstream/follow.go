@@ -24,7 +24,7 @@ const (
 	DefaultCheckpointEvery = time.Second
 	// followCheckEvery is how often a follower compares its position with
 	// the log's, to replace a reader that stopped following (see watch).
-	followCheckEvery = 2 * time.Second
+	followCheckEvery = time.Second
 	// followOpTimeout bounds one read of the log by the follower itself
 	// (its checkpoint, the log's last sequence).
 	followOpTimeout = 5 * time.Second

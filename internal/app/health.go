@@ -108,7 +108,7 @@ func (w *writeHealth) WriteFailed(err error) {
 	}
 	w.mu.Unlock()
 	if first {
-		w.logger.Error("the event log refuses writes: inputs are held, unacknowledged, until it takes them again", "error", err)
+		w.logger.Error("the event log refuses writes: inputs are held, undecided, until it takes them again", "error", err)
 		w.poke()
 	}
 }
