@@ -181,7 +181,7 @@ func TestARestartFromAnOldCheckpointDecidesNothingTwice(t *testing.T) {
 	if _, err := js.PublishMsg(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
-	sys = quietSystem(t, n)
+	quietSystem(t, n)
 	// One more price each proves the restarted snipers read up to the end.
 	msgs = msgs[:0]
 	for _, item := range items {

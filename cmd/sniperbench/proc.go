@@ -241,21 +241,8 @@ func procRSS(pid int) (int64, error) {
 
 // heapInuse reads go_memstats_heap_inuse_bytes from /metrics, if exposed.
 func (p *sniperProc) heapInuse(ctx context.Context) (float64, bool) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.url+"/metrics", nil)
-	resp, err := shortClient.Do(req)
-	if err != nil {
-		return 0, false
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<16), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_heap_inuse_bytes "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f, err == nil
-		}
-	}
-	return 0, false
+	v, err := p.metric(ctx, "go_memstats_heap_inuse_bytes")
+	return v, err == nil && v > 0
 }
 
 var (
