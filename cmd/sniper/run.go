@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"time"
 
+	"sniper/actors"
 	"sniper/internal/app"
 	"sniper/internal/cliflags"
 	"sniper/internal/logging"
@@ -21,7 +22,7 @@ import (
 type runOptions struct {
 	dataDir, natsURL, natsListen, fsync, httpAddr, httpToken string
 	replicas                                                 int
-	checkpointEvery                                          time.Duration
+	checkpointEvery, passivateAfter                          time.Duration
 	logLevel, logFormat                                      string
 
 	xmppAddr, xmppJID, xmppPassword, auctionDomain, xmppTLS string
@@ -44,6 +45,7 @@ func runFlags(fs *flag.FlagSet) *runOptions {
 	fs.StringVar(&o.httpToken, "http-token", "", "token every API call must carry (Authorization: Bearer) and the page asks for once; required when --http is not loopback")
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the SNIPER stream (3 on a NATS cluster)")
 	fs.DurationVar(&o.checkpointEvery, "checkpoint-every", jetstream.DefaultCheckpointEvery, "how often the readers of the log record how far they got: what a restart reads again at most")
+	fs.DurationVar(&o.passivateAfter, "passivate-after", actors.DefaultPassivateAfter, "a sniper with no input for about this long gives up its actor and keeps only its last decision in memory, until its next input")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 
@@ -129,7 +131,7 @@ Flags:
 	}
 	cfg := app.Config{
 		DataDir: o.dataDir, NATSURL: o.natsURL, NATSListen: o.natsListen, Fsync: interval,
-		HTTPAddr: o.httpAddr, HTTPToken: o.httpToken, Replicas: o.replicas, CheckpointEvery: o.checkpointEvery, Logger: logger, Fault: fault, AuctionDomain: o.auctionDomain,
+		HTTPAddr: o.httpAddr, HTTPToken: o.httpToken, Replicas: o.replicas, CheckpointEvery: o.checkpointEvery, PassivateAfter: o.passivateAfter, Logger: logger, Fault: fault, AuctionDomain: o.auctionDomain,
 	}
 	var demo *demoHouse // the embedded auction house, without --xmpp-addr
 	if o.xmppAddr != "" {

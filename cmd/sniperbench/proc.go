@@ -43,6 +43,8 @@ type sniperConfig struct {
 	xmppAddr      string
 	auctionDomain string
 	logPath       string
+	// passivateAfter is --passivate-after (0: the sniper's default).
+	passivateAfter time.Duration
 	// Ports are kept across restarts of the same data dir.
 	httpPort, natsPort int
 }
@@ -87,6 +89,9 @@ func launch(cfg sniperConfig) (*sniperProc, error) {
 		"--xmpp-tls", "skip-verify",
 		"--auction-domain", cfg.auctionDomain,
 		"--log-level", "warn",
+	}
+	if cfg.passivateAfter > 0 {
+		args = append(args, "--passivate-after", cfg.passivateAfter.String())
 	}
 	logf, err := os.OpenFile(cfg.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -239,8 +244,16 @@ func procRSS(pid int) (int64, error) {
 	return 0, errors.New("no VmRSS")
 }
 
-// heapInuse reads go_memstats_heap_inuse_bytes from /metrics, if exposed.
+// heapInuse reads go_memstats_heap_inuse_bytes from /metrics after a
+// garbage collection (asked for through /debug/pprof/heap?gc=1), so that
+// it counts what is live, not what is waiting to be collected.
 func (p *sniperProc) heapInuse(ctx context.Context) (float64, bool) {
+	if req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url+"/debug/pprof/heap?gc=1", nil); err == nil {
+		if resp, err := shortClient.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
 	v, err := p.metric(ctx, "go_memstats_heap_inuse_bytes")
 	return v, err == nil && v > 0
 }

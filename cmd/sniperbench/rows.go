@@ -84,7 +84,7 @@ func (e *bench) declareRows() {
 		res.declare(row{key: "scale.rss." + pol, fsync: pol, unit: "KiB", name: "scale: RSS per idle auction at " + n + " (VmRSS growth / auctions)",
 			note: func(r *row, _ *results) string {
 				if h, ok := r.med("heap"); ok {
-					return fmt.Sprintf("heap in use %.1f KiB per auction (go_memstats_heap_inuse_bytes)", h)
+					return fmt.Sprintf("heap in use %.1f KiB per auction (go_memstats_heap_inuse_bytes after a GC), snipers passivated (--passivate-after %s); both include the embedded nats-server", h, scalePassivateAfter)
 				}
 				return ""
 			}})

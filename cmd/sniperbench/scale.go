@@ -11,6 +11,11 @@ import (
 	"time"
 )
 
+// scalePassivateAfter is the scale stage's --passivate-after, so that the
+// idle figures are those of idle (passivated) auctions within seconds
+// rather than after the default 30 s.
+const scalePassivateAfter = time.Second
+
 // scaleStage creates scaleMax snipers through the API from 4 concurrent
 // clients, then measures them idle: RSS and heap per auction, CPU, and the
 // stream's consumer count.
@@ -24,7 +29,7 @@ func scaleStage(ctx context.Context, e *bench, policy string) error {
 	}
 	defer os.RemoveAll(dir)
 	p, err := startSniper(ctx, sniperConfig{bin: e.bin, dataDir: dir, fsync: policy, xmppAddr: e.house.p.Addr(),
-		auctionDomain: sinkDomain, logPath: e.logPath("sniper-scale-" + policy + ".log")})
+		auctionDomain: sinkDomain, logPath: e.logPath("sniper-scale-" + policy + ".log"), passivateAfter: scalePassivateAfter})
 	if err != nil {
 		for _, k := range all {
 			e.res.fail(k, err)
@@ -115,8 +120,8 @@ func scaleStage(ctx context.Context, e *bench, policy string) error {
 		at = fmt.Sprintf("at %s listed snipers, not %s (%v)", thousands(float64(listed)), thousands(float64(n)), err)
 	}
 
-	// Idle.
-	time.Sleep(3 * time.Second)
+	// Idle: once the snipers have been passivated (two sweeps).
+	time.Sleep(3*scalePassivateAfter + time.Second)
 	c0, _ := procCPU(p.pid())
 	t0 := time.Now()
 	time.Sleep(e.p.idleWindow)

@@ -47,6 +47,9 @@ type Config struct {
 	// checkpoints: what a restart reads again at most (0:
 	// jetstream.DefaultCheckpointEvery).
 	CheckpointEvery time.Duration
+	// PassivateAfter is how long an idle sniper keeps its actor (0:
+	// actors.DefaultPassivateAfter).
+	PassivateAfter time.Duration
 	// XMPP is the sniper's account at the auction house; nil runs without
 	// one (commands are logged and decided, nothing reaches an auction).
 	XMPP *xmppclient.Config
@@ -147,7 +150,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 	a.metrics.Register(metrics.NewStateCollector(a.view, backlogs{a}, a.log))
-	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes, UndeliverableFor: cfg.UndeliverableFor, CheckpointEvery: cfg.CheckpointEvery, Recovered: &rec}
+	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes, UndeliverableFor: cfg.UndeliverableFor, CheckpointEvery: cfg.CheckpointEvery, PassivateAfter: cfg.PassivateAfter, Recovered: &rec}
 	a.system, err = actors.StartSystem(ctx, deps)
 	if err != nil {
 		return nil, err
