@@ -22,6 +22,9 @@ import (
 // Chat is the XMPP session the bridges use: xmppclient.Conn in production.
 type Chat interface {
 	Send(ctx context.Context, to jid.JID, body string) error
+	// Up is closed while the session is live: a sender whose Send failed
+	// for want of a session waits on it rather than polling.
+	Up() <-chan struct{}
 }
 
 // BridgeObserver learns what the bridges do, for metrics; nil is allowed.
@@ -403,6 +406,16 @@ func (o *Outbound) deliver(item string, d jetstream.Delivery) bool {
 			if !failing {
 				o.log.Warn("cannot send to the auction house; will retry", "item", item, "error", err)
 				failing = true
+			}
+			if errors.Is(err, xmppclient.ErrNotConnected) {
+				// No session: every auction's worker would fail the same
+				// way. Wait for one.
+				select {
+				case <-o.workCtx.Done():
+					return false
+				case <-o.chat.Up():
+				}
+				// Up may still be set by a session that died under the send.
 			}
 			t := time.NewTimer(500 * time.Millisecond)
 			select {

@@ -23,7 +23,8 @@ type Conn struct {
 	running atomic.Bool
 
 	mu   sync.Mutex
-	sess *Session // nil while disconnected
+	sess *Session      // nil while disconnected
+	up   chan struct{} // closed while a session is live; replaced when it goes
 }
 
 // New returns a Conn for cfg; nothing happens until Run. handler is given
@@ -33,7 +34,17 @@ func New(cfg Config, handler func(from jid.JID, body string)) *Conn {
 		cfg:     cfg,
 		handler: handler,
 		log:     cfg.logger().With("jid", cfg.JID, "addr", cfg.Addr),
+		up:      make(chan struct{}),
 	}
+}
+
+// Up returns a channel that is closed while a session is live (now, or
+// from when the next one comes up): how a sender waits for the connection
+// instead of trying again and again.
+func (c *Conn) Up() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.up
 }
 
 // Connected reports whether a session is live right now.
@@ -137,6 +148,12 @@ func (c *Conn) Run(ctx context.Context) error {
 func (c *Conn) setSession(s *Session) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	switch {
+	case s != nil && c.sess == nil:
+		close(c.up)
+	case s == nil && c.sess != nil:
+		c.up = make(chan struct{})
+	}
 	c.sess = s
 }
 
