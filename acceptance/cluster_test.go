@@ -19,10 +19,10 @@ import (
 
 // failoverWait bounds how long the sniper may take to work again after the
 // stream leader is lost: raft's election timeout in nats-server is 4-9 s,
-// then a commit whose answer was lost with the leader times out (2 s) and
+// then a commit whose answer was lost with the leader times out (5 s) and
 // is retried (1 s later), and a reader left on the lost node is replaced by
-// its follower's watchdog (two still checks, 1 s apart).
-const failoverWait = 20 * time.Second
+// its follower's watchdog (two still checks 5 s apart, or three mute ones).
+const failoverWait = 30 * time.Second
 
 // The sniper runs against a three-node NATS cluster (--nats-url with every
 // node, --replicas 3). Mid-auction it loses the server it is connected to,

@@ -73,7 +73,7 @@ const DefaultPassivateAfter = 30 * time.Second
 // commitTimeout bounds one attempt to decide an input (the reload and the
 // commit): a commit whose answer was lost with a server is retried (its
 // message id makes the retry harmless) rather than waited on.
-const commitTimeout = 2 * time.Second
+const commitTimeout = 5 * time.Second
 
 // DefaultRetryDelay is how soon a sniper tries an undecided input again.
 const DefaultRetryDelay = time.Second

@@ -24,7 +24,7 @@ const (
 	DefaultCheckpointEvery = time.Second
 	// followCheckEvery is how often a follower compares its position with
 	// the log's, to replace a reader that stopped following (see watch).
-	followCheckEvery = time.Second
+	followCheckEvery = 5 * time.Second
 	// followOpTimeout bounds one read of the log by the follower itself
 	// (its checkpoint, the log's last sequence).
 	followOpTimeout = 5 * time.Second
@@ -338,18 +338,22 @@ func (f *Follower) read(ctx context.Context, restart context.CancelFunc, handle 
 	}
 }
 
-// watch cancels the read (restart) when the reader has messages pending
-// and the position did not move, or the reader cannot be asked, for two
-// checks in a row: a reader that is merely slow (a loaded machine) moves,
-// a stuck one does not. It asks the reader itself (consumer info), not the
-// log's last message on the filters, which the server finds by walking
-// every matching subject: at 100,000 auctions that was most of the idle
-// CPU.
+// watch cancels the read (restart) when the reader has had messages
+// pending without the position moving for two checks in a row, or could
+// not be asked for three: a reader that is merely slow (a loaded machine)
+// moves, a stuck one does not. It asks the reader itself (consumer info),
+// not the log's last message on the filters, which the server finds by
+// walking every matching subject (at 100,000 auctions, most of the idle
+// CPU). The checks are rare and patient because under heavy load the
+// server takes seconds to answer them, and replacing a reader that is
+// merely slow adds to that load (seen: a spiral of replacements at
+// 100,000 auctions with checks every second).
 func (f *Follower) watch(ctx context.Context, restart context.CancelFunc, cons jetstream.Consumer) {
 	t := time.NewTicker(followCheckEvery)
 	defer t.Stop()
 	at := f.Delivered() // the position at the previous check
-	still := 0          // checks in a row that found the reader stuck
+	still := 0          // checks in a row that found the position still with messages pending
+	mute := 0           // checks in a row the reader did not answer
 	for {
 		select {
 		case <-ctx.Done():
@@ -364,14 +368,15 @@ func (f *Follower) watch(ctx context.Context, restart context.CancelFunc, cons j
 		case ctx.Err() != nil:
 			return
 		case err != nil && f.log.Available() == nil:
-			still++ // connected, and the reader does not answer
+			mute++ // connected, and the reader does not answer
 		case err == nil && info.NumPending > 0 && now == at:
 			still++
+			mute = 0
 		default:
-			still = 0
+			still, mute = 0, 0
 		}
 		at = now
-		if still >= 2 {
+		if still >= 2 || mute >= 3 {
 			restart()
 			return
 		}
