@@ -212,18 +212,24 @@ func password(user string) string {
 // registerAll creates the accounts with prosodyctl, a few at a time (each
 // call is a Lua process start).
 func registerAll(p *testkit.Prosody, users []string) error {
+	return inParallel(len(users), 4, func(i int) error { return p.Register(users[i], password(users[i])) })
+}
+
+// inParallel runs f(0..n-1), at most limit at a time, and returns the
+// first error.
+func inParallel(n, limit int, f func(i int) error) error {
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
 		first error
-		sem   = make(chan struct{}, 4)
+		sem   = make(chan struct{}, limit)
 	)
-	for _, u := range users {
+	for i := range n {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if err := p.Register(u, password(u)); err != nil {
+			if err := f(i); err != nil {
 				mu.Lock()
 				if first == nil {
 					first = err

@@ -204,35 +204,16 @@ func sniperStage(ctx context.Context, e *bench, run int, policy string) error {
 // joinAll starts a sniper for each auction through the API and waits for
 // each auction to receive its JOIN.
 func joinAll(ctx context.Context, p *sniperProc, as []*auctionClient, sniper jid.JID) error {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-		sem   = make(chan struct{}, 8)
-	)
-	for _, a := range as {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			err := func() error {
-				if _, err := p.post(ctx, a.item, 1_000_000_000); err != nil {
-					return err
-				}
-				_, err := a.await(sniper, func(b string) bool { return b == solJoin }, 30*time.Second)
-				return err
-			}()
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = fmt.Errorf("join %s: %w", a.item, err)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return first
+	return inParallel(len(as), 8, func(i int) error {
+		a := as[i]
+		if _, err := p.post(ctx, a.item, 1_000_000_000); err != nil {
+			return fmt.Errorf("join %s: %w", a.item, err)
+		}
+		if _, err := a.await(sniper, func(b string) bool { return b == solJoin }, 30*time.Second); err != nil {
+			return fmt.Errorf("join %s: %w", a.item, err)
+		}
+		return nil
+	})
 }
 
 // streamState is the SNIPER stream's state, read as any client may.
