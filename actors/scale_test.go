@@ -28,7 +28,9 @@ func publishAll(t *testing.T, nc *nats.Conn, msgs []*nats.Msg) {
 		t.Fatal(err)
 	}
 	for _, m := range msgs {
-		if _, err := js.PublishMsgAsync(m); err != nil {
+		// A loaded machine acknowledges slowly: wait for room rather than
+		// fail after nats.go's default 200 ms.
+		if _, err := js.PublishMsgAsync(m, natsjs.WithStallWait(30*time.Second)); err != nil {
 			t.Fatalf("publish %s: %v", m.Subject, err)
 		}
 	}
