@@ -115,6 +115,12 @@ func TestCommitAcrossTheLossOfTheStreamLeader(t *testing.T) {
 	t.Logf("committed %s after the loss (new leader %s)", time.Since(lost).Round(time.Millisecond), c.Name(c.StreamLeader(jetstream.StreamName)))
 
 	ctx = testContext(t)
+	// Direct gets are answered by any replica, and one that is catching up
+	// with the new leader may not have the decision yet.
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		_, err := l.Stream().GetMsg(ctx, decSeq)
+		return err == nil
+	}, "the committed decision at %d is not readable", decSeq)
 	checkStoredDecision(t, ctx, l, decSeq, d)
 
 	// Once more, on the fence it moved to: refused as a duplicate, nothing

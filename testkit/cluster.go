@@ -44,6 +44,7 @@ type clusterNode struct {
 	clusterPort int
 	relayAddr   string         // the relay in front of clusterPort
 	relay       net.Listener   // nil while the server is down: dials are refused
+	firstRelay  net.Listener   // bound with the cluster, until the first start
 	id          string         // server ID of the current run
 	srv         *server.Server // nil while stopped
 	cut         bool           // killed: the relays drop its routes
@@ -68,12 +69,22 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	c := &Cluster{t: t, links: map[*routeLink]struct{}{}}
 	t.Cleanup(c.Shutdown)
 	for i := range n {
+		// The relays are bound at once, not on a port found free and
+		// released: every server's routes point at them, and a port
+		// released for a moment can be taken by any process meanwhile
+		// (seen: "bind: address already in use" with packages testing in
+		// parallel).
+		relay, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
 		c.nodes = append(c.nodes, &clusterNode{
 			name:        fmt.Sprintf("n%d", i+1),
 			storeDir:    t.TempDir(),
 			clientPort:  clusterPort(t),
 			clusterPort: clusterPort(t),
-			relayAddr:   fmt.Sprintf("127.0.0.1:%d", clusterPort(t)),
+			relayAddr:   relay.Addr().String(),
+			firstRelay:  relay,
 		})
 	}
 	for i := range c.nodes {
@@ -131,9 +142,14 @@ func (c *Cluster) start(i int) {
 		c.t.Fatalf("nats-server %s: %v", nd.name, err)
 	}
 	ns.SetLoggerV2(&clusterLogger{t: c.t, name: nd.name, done: c.isStopped}, false, false, false)
-	relay, err := net.Listen("tcp", nd.relayAddr)
-	if err != nil {
-		c.t.Fatalf("route relay for %s: %v", nd.name, err)
+	relay := nd.firstRelay
+	nd.firstRelay = nil
+	if relay == nil {
+		var err error
+		if relay, err = net.Listen("tcp", nd.relayAddr); err != nil {
+			ns.Shutdown()
+			c.t.Fatalf("route relay for %s: %v", nd.name, err)
+		}
 	}
 	c.mu.Lock()
 	nd.id, nd.cut, nd.relay = ns.ID(), false, relay
