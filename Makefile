@@ -17,7 +17,7 @@ run:
 	$(GO) run ./cmd/sniper run --data-dir $(DATA_DIR)
 
 build:
-	$(GO) build -o bin/sniper ./cmd/sniper
+	$(GO) build -buildvcs=true -o bin/sniper ./cmd/sniper
 
 # deps installs what the tests drive for real: Prosody (XMPP server),
 # Chromium (UI tests) and the nats CLI. Needs root (apt-get) the first time.

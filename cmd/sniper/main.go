@@ -21,6 +21,7 @@ Usage:
   sniper stop ITEM                     stop bidding on ITEM
   sniper history ITEM [--at SEQ]       ITEM's events from the log; --at: its state after event SEQ
   sniper watch                         every sniper, live, until Ctrl-C
+  sniper version                       the build: module version, VCS revision, Go version
   sniper help [command]                show help
 
 join, list, stop, history and watch talk to a running 'sniper run' over its
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "version", "--version":
+		return cmdVersion(stdout)
 	case "run":
 		ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 		defer stop()

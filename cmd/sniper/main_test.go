@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -78,6 +79,20 @@ func TestHelp(t *testing.T) {
 		wantMentions(t, "sniper "+strings.Join(args, " "), out,
 			"--data-dir", "--nats-url", "--nats-listen", "--http", "--fsync",
 			"SNIPER_", "SNIPER_DATA_DIR", "SNIPER_NATS_URL", "SNIPER_HTTP")
+	}
+}
+
+// `sniper version` names the build; a binary built in a git checkout
+// also names its revision (the test binary has none stamped).
+func TestVersion(t *testing.T) {
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		code, out, errOut := runCLI(t, args...)
+		if code != 0 || errOut != "" {
+			t.Fatalf("sniper %v: exit %d, stderr %q", args, code, errOut)
+		}
+		if !strings.HasPrefix(out, "sniper ") || !strings.Contains(out, runtime.Version()) || strings.Count(out, "\n") != 1 {
+			t.Errorf("sniper %v = %q, want one line: sniper <version> [revision] %s", args, out, runtime.Version())
+		}
 	}
 }
 
