@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -405,9 +404,4 @@ func (f *Follower) keepCheckpoint(ctx context.Context) {
 			failing = false
 		}
 	}
-}
-
-// String is the follower's position, for logs.
-func (f *Follower) String() string {
-	return f.spec.Name + "@" + strconv.FormatUint(f.Delivered(), 10)
 }

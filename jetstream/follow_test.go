@@ -64,10 +64,10 @@ func run(t *testing.T, f *jetstream.Follower) (*collector, func()) {
 			select {
 			case err := <-done:
 				if err != nil {
-					t.Errorf("follower %s: Run = %v", f, err)
+					t.Errorf("follower at %d: Run = %v", f.Delivered(), err)
 				}
 			case <-time.After(followWait):
-				t.Errorf("follower %s: Run did not return %s after its context ended", f, followWait)
+				t.Errorf("follower at %d: Run did not return %s after its context ended", f.Delivered(), followWait)
 			}
 		})
 	}
