@@ -11,7 +11,7 @@ import (
 )
 
 // recovered hands the supervisor every auction's last decision at start;
-// it answers true once it has taken them.
+// it answers with its SniperCounts once it has taken them.
 type recovered struct{ decisions []jetstream.StoredDecision }
 
 // supervisor is the root of the sniper actors. It routes every input of
@@ -73,7 +73,7 @@ func (s *supervisor) Receive(ctx actor.Context) {
 				s.dormant[d.Item] = d
 			}
 		}
-		ctx.Respond(true)
+		ctx.Respond(s.counts())
 	case input:
 		s.route(ctx, m)
 	case sniperFinished:
@@ -94,7 +94,7 @@ func (s *supervisor) Receive(ctx actor.Context) {
 			}
 		}
 	case countSnipers:
-		ctx.Respond(SniperCounts{Live: len(s.live) + len(s.passivating), Dormant: len(s.dormant), Finished: len(s.finished)})
+		ctx.Respond(s.counts())
 	case sweep:
 		for item, pid := range s.live {
 			if !s.active[item] {
@@ -182,6 +182,10 @@ func (s *supervisor) route(ctx actor.Context, in input) {
 	s.live[item] = pid
 	s.active[item] = true
 	ctx.Send(pid, in)
+}
+
+func (s *supervisor) counts() SniperCounts {
+	return SniperCounts{Live: len(s.live) + len(s.passivating), Dormant: len(s.dormant), Finished: len(s.finished)}
 }
 
 // countSnipers asks the supervisor for SniperCounts.

@@ -82,18 +82,14 @@ func StartSystem(ctx context.Context, deps Deps) (*System, error) {
 		return nil, fmt.Errorf("spawn supervisor: %w", err)
 	}
 	s := &System{deps: deps, as: as, supervisor: sup, inputs: inputs, cancel: cancel, readDone: make(chan struct{})}
-	if _, err := as.Root.RequestFuture(sup, recovered{decisions: decisions}, 30*time.Second).Result(); err != nil {
+	res, err := as.Root.RequestFuture(sup, recovered{decisions: decisions}, 30*time.Second).Result()
+	if err != nil {
 		cancel()
 		s.stopActors()
 		return nil, fmt.Errorf("recover snipers: %w", err)
 	}
-	finished := 0
-	for _, d := range decisions {
-		if d.State.Terminal() {
-			finished++
-		}
-	}
-	deps.Logger.Info("snipers recovered", "unfinished", len(decisions)-finished, "finished", finished, "reading_inputs_from", inputs.Start())
+	counts := res.(SniperCounts)
+	deps.Logger.Info("snipers recovered", "unfinished", counts.Dormant, "finished", counts.Finished, "reading_inputs_from", inputs.Start())
 	readCtx, stopReading := context.WithCancel(context.Background())
 	s.stopReading = stopReading
 	go func() {
