@@ -177,3 +177,107 @@ func decodeDecision(d Delivery) (StoredDecision, error) {
 	}
 	return StoredDecision{Seq: d.Seq, DecisionEvent: e}, nil
 }
+
+// ClaimAll writes a claim (messages.NewClaim) on every auction of last that
+// is not finished, fenced on its last decision, and returns the auctions'
+// decisions with the claims in place of those they replaced. An instance
+// that becomes active does this before it decides anything: once an
+// auction's claim is stored, a decision from the instance it replaced, which
+// still starts from the decision before, is refused by the fence, even if
+// that instance does not know yet that it lost the lease.
+//
+// A claim refused by its fence means that a decision arrived after last was
+// read (the replaced instance's, in the moment before the claim): the
+// auction's last decision is read again and claimed. The message id
+// <item>/claim/<term> makes a retry within the term a no-op.
+func (l *Log) ClaimAll(ctx context.Context, last []StoredDecision, by string, term uint64) ([]StoredDecision, error) {
+	out := make([]StoredDecision, 0, len(last))
+	type pending struct {
+		from StoredDecision
+		ack  jetstream.PubAckFuture
+	}
+	var inFlight []pending
+	publish := func(d StoredDecision) error {
+		claim := messages.NewClaim(d.DecisionEvent, by)
+		data, err := json.Marshal(claim)
+		if err != nil {
+			return fmt.Errorf("claim %s: %w", d.Item, err)
+		}
+		m := nats.NewMsg(messages.DecisionSubject(d.Item, claim.Type))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, d.Item+"/claim/"+strconv.FormatUint(term, 10))
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(d.Seq, 10))
+		m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, messages.DecisionFilter(d.Item))
+		f, err := l.js.PublishMsgAsync(m)
+		if err != nil {
+			return fmt.Errorf("claim %s: %w", d.Item, err)
+		}
+		inFlight = append(inFlight, pending{from: d, ack: f})
+		return nil
+	}
+	// settle waits for every claim in flight; those refused by their fence
+	// are read again and returned for another round.
+	settle := func() ([]StoredDecision, error) {
+		var again []StoredDecision
+		for _, p := range inFlight {
+			select {
+			case ack := <-p.ack.Ok():
+				out = append(out, StoredDecision{Seq: ack.Sequence, DecisionEvent: messages.NewClaim(p.from.DecisionEvent, by)})
+				if ack.Duplicate {
+					// Stored before in this term: read back what is there.
+					d, err := l.LastDecision(ctx, p.from.Item)
+					if err != nil {
+						return nil, fmt.Errorf("claim %s: %w", p.from.Item, err)
+					}
+					out[len(out)-1] = d
+				}
+			case err := <-p.ack.Err():
+				if !isWrongLastSequence(err) {
+					return nil, fmt.Errorf("claim %s: %w", p.from.Item, err)
+				}
+				d, err := l.LastDecision(ctx, p.from.Item)
+				if err != nil {
+					return nil, fmt.Errorf("claim %s: %w", p.from.Item, err)
+				}
+				again = append(again, d)
+			case <-ctx.Done():
+				return nil, fmt.Errorf("claim %s: %w", p.from.Item, ctx.Err())
+			}
+		}
+		inFlight = inFlight[:0]
+		return again, nil
+	}
+	todo := last
+	for round := 0; len(todo) > 0; round++ {
+		if round == 5 {
+			return nil, fmt.Errorf("claim: %d auctions still decided by another writer after %d rounds: %w", len(todo), round, ErrConflict)
+		}
+		var next []StoredDecision
+		for _, d := range todo {
+			if d.State.Terminal() {
+				out = append(out, d)
+				continue
+			}
+			if err := publish(d); err != nil {
+				return nil, err
+			}
+			if len(inFlight) == claimWindow {
+				again, err := settle()
+				if err != nil {
+					return nil, err
+				}
+				next = append(next, again...)
+			}
+		}
+		again, err := settle()
+		if err != nil {
+			return nil, err
+		}
+		todo = append(next, again...)
+	}
+	return out, nil
+}
+
+// claimWindow bounds the claims in flight: enough to keep the server busy,
+// few enough not to trip nats.go's async publish limit (4,000).
+const claimWindow = 1024

@@ -25,6 +25,12 @@ const (
 	TypeJoin  = "join"
 	TypeBid   = "bid"
 	TypeState = "state"
+	// TypeClaim is written by an instance that became active, once per
+	// unfinished auction: the state unchanged, a JOIN to send again (the
+	// auction house answers with its current state, whatever it told the
+	// sniper while no instance was connected), and the decision fence
+	// moved, so that the instance it replaced can no longer decide.
+	TypeClaim = "claim"
 	TypeSent  = "sent"
 	// TypeUndelivered records a request the auction house never took.
 	TypeUndelivered = "undelivered"
@@ -142,6 +148,9 @@ type DecisionEvent struct {
 	auction.Snapshot
 	InputSeq uint64    `json:"input_seq"`
 	Send     []Request `json:"send,omitempty"`
+	// By names the instance that wrote the decision, when instances share
+	// the log (see TypeClaim).
+	By string `json:"by,omitempty"`
 }
 
 // Request is one message the sniper asks the outbound bridge to send.
@@ -204,6 +213,12 @@ func NewDecision(s auction.Snapshot, inputSeq uint64, outs []auction.Output) (De
 		}
 	}
 	return d, nil
+}
+
+// NewClaim builds the claim instance by writes on an auction whose last
+// decision is last: the same state and input, and a JOIN to send again.
+func NewClaim(last DecisionEvent, by string) DecisionEvent {
+	return DecisionEvent{Type: TypeClaim, Snapshot: last.Snapshot, InputSeq: last.InputSeq, Send: []Request{{Type: TypeJoin}}, By: by}
 }
 
 // DecisionSubject is where a decision of type typ on item is stored.
