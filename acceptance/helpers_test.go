@@ -23,8 +23,8 @@ import (
 
 // onceReport is what checkExactlyOnce found in one auction's history.
 type onceReport struct {
-	Inputs, Decisions, Bids, Joins int
-	LastInput                      uint64
+	Inputs, Decisions, Bids, Joins, Claims int
+	LastInput                              uint64
 }
 
 // checkExactlyOnce reads item's history from l and fails the test unless
@@ -58,6 +58,15 @@ func checkExactlyOnce(t *testing.T, l *jetstream.Log, item string) onceReport {
 			}
 			if s.Type != typ {
 				t.Errorf("%s: decision %d on %s has type %q", item, r.Seq, r.Subject, s.Type)
+			}
+			if s.Type == messages.TypeClaim {
+				// An instance that became active: the state as it was,
+				// and a JOIN again.
+				rep.Claims++
+				if n := len(decisions); n == 0 || decisions[n-1].Snapshot != s.Snapshot || decisions[n-1].InputSeq != s.InputSeq {
+					t.Errorf("%s: claim %d does not repeat the decision before it: %+v", item, r.Seq, s)
+				}
+				continue
 			}
 			if prev, dup := decided[s.InputSeq]; dup {
 				t.Errorf("%s: input %d decided twice: %+v and %+v (at %d)", item, s.InputSeq, prev, s, r.Seq)

@@ -269,6 +269,7 @@ func StartOutbound(ctx context.Context, deps Deps, id Identity, chat Chat, obser
 		Filters: []string{
 			messages.DecisionSubject("*", messages.TypeJoin),
 			messages.DecisionSubject("*", messages.TypeBid),
+			messages.DecisionSubject("*", messages.TypeClaim),
 		},
 		Checkpointed:    true,
 		CheckpointEvery: deps.CheckpointEvery,

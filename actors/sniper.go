@@ -58,6 +58,10 @@ type Deps struct {
 	// already (the app reads it once for the actors and the projection);
 	// nil: StartSystem reads it.
 	Recovered *jetstream.Recovery
+	// Instance names the instance deciding, written into each decision
+	// (messages.DecisionEvent.By) so the history says who decided what
+	// when several instances share the log.
+	Instance string
 
 	// Set by StartSystem: the system's lifetime (hard stop), and the
 	// input follower's Done.
@@ -371,6 +375,7 @@ func (s *sniper) decide(ctx context.Context, in jetstream.Delivery) error {
 	if err != nil {
 		return err
 	}
+	next.By = s.deps.Instance
 	commitStart := time.Now()
 	seq, err := s.deps.Log.Commit(ctx, jetstream.Decision{Item: s.item, Fence: s.fence, Event: next})
 	if err != nil {

@@ -33,9 +33,9 @@ type Server struct {
 	// its effect to show; past it the client gets 503, never a hang.
 	CommandTimeout time.Duration
 	// Status says whether the sniper can do its job right now and why not
-	// (a list of named checks), for GET /api/status and the live stream's
-	// "status" events. nil: always ready, no checks.
-	Status func(ctx context.Context) (ready bool, checks any)
+	// (a list of named checks), and its role, for GET /api/status and the
+	// live stream's "status" events. nil: always ready, no checks.
+	Status func(ctx context.Context) Status
 	// StatusChanged returns a channel closed at the next change of Status,
 	// so the live stream can push it. nil: status is sent at connect only.
 	StatusChanged func() <-chan struct{}
@@ -44,17 +44,41 @@ type Server struct {
 	OpenItems func() []string
 }
 
+// Check is one readiness condition and why it fails.
+type Check struct {
+	Name  string `json:"name"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// Roles of an instance among those sharing the log.
+const (
+	RoleActive  = "active"  // holds the lease: decides and talks to the auction house
+	RoleStandby = "standby" // keeps the view, answers reads, takes commands, waits to take over
+)
+
+// Status is whether the sniper can do its job and its role.
+type Status struct {
+	Ready bool `json:"ready"`
+	// Role is RoleActive or RoleStandby.
+	Role string `json:"role,omitempty"`
+	// Instance names this instance; Active, the active one as last seen
+	// ("" when none is).
+	Instance string  `json:"instance,omitempty"`
+	Active   string  `json:"active,omitempty"`
+	Checks   []Check `json:"checks"`
+}
+
 // StatusView is what GET /api/status and the "status" event carry.
 type StatusView struct {
-	Ready     bool     `json:"ready"`
-	Checks    any      `json:"checks"`
+	Status
 	OpenItems []string `json:"open_items,omitempty"`
 }
 
 func (s *Server) statusView(ctx context.Context) StatusView {
-	v := StatusView{Ready: true, Checks: []any{}}
+	v := StatusView{Status: Status{Ready: true, Checks: []Check{}}}
 	if s.Status != nil {
-		v.Ready, v.Checks = s.Status(ctx)
+		v.Status = s.Status(ctx)
 	}
 	if s.OpenItems != nil {
 		v.OpenItems = s.OpenItems()

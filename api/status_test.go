@@ -24,18 +24,18 @@ import (
 type fakeStatus struct {
 	mu      sync.Mutex
 	ready   bool
-	checks  []map[string]any
+	checks  []api.Check
 	changed chan struct{}
 }
 
-func newFakeStatus(ready bool, checks ...map[string]any) *fakeStatus {
+func newFakeStatus(ready bool, checks ...api.Check) *fakeStatus {
 	return &fakeStatus{ready: ready, checks: checks, changed: make(chan struct{})}
 }
 
-func (f *fakeStatus) Status(context.Context) (bool, any) {
+func (f *fakeStatus) Status(context.Context) api.Status {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.ready, f.checks
+	return api.Status{Ready: f.ready, Role: api.RoleActive, Checks: f.checks}
 }
 
 func (f *fakeStatus) Changed() <-chan struct{} {
@@ -44,7 +44,7 @@ func (f *fakeStatus) Changed() <-chan struct{} {
 	return f.changed
 }
 
-func (f *fakeStatus) set(ready bool, checks ...map[string]any) {
+func (f *fakeStatus) set(ready bool, checks ...api.Check) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ready, f.checks = ready, checks
@@ -98,11 +98,11 @@ func getBody(t *testing.T, url string) (int, string) {
 
 func TestStatusEndpoint(t *testing.T) {
 	st := newFakeStatus(false,
-		map[string]any{"name": "nats", "ok": true},
-		map[string]any{"name": "xmpp", "ok": false, "error": "not connected to the auction house at 127.0.0.1:5222"})
+		api.Check{Name: "nats", OK: true},
+		api.Check{Name: "xmpp", OK: false, Error: "not connected to the auction house at 127.0.0.1:5222"})
 	srv, _ := statusServer(t, st)
 	code, body := getBody(t, srv.URL+"/api/status")
-	want := `{"ready":false,"checks":[{"name":"nats","ok":true},{"error":"not connected to the auction house at 127.0.0.1:5222","name":"xmpp","ok":false}]}`
+	want := `{"ready":false,"role":"active","checks":[{"name":"nats","ok":true},{"name":"xmpp","ok":false,"error":"not connected to the auction house at 127.0.0.1:5222"}]}`
 	if code != http.StatusOK || body != want {
 		t.Fatalf("GET /api/status = %d %s, want 200 %s", code, body, want)
 	}
@@ -125,8 +125,8 @@ func TestStatusEndpoint(t *testing.T) {
 // The live stream sends the status at connect and again on every change,
 // but not when a change signal leaves it the same.
 func TestStreamSendsStatusChanges(t *testing.T) {
-	up := map[string]any{"name": "xmpp", "ok": true}
-	down := map[string]any{"name": "xmpp", "ok": false, "error": "not connected"}
+	up := api.Check{Name: "xmpp", OK: true}
+	down := api.Check{Name: "xmpp", OK: false, Error: "not connected"}
 	st := newFakeStatus(true, up)
 	srv, _ := statusServer(t, st)
 

@@ -27,6 +27,7 @@ type Metrics struct {
 	dropped         prometheus.Counter
 	malformed       prometheus.Counter
 	xmppConnected   prometheus.Gauge
+	instanceActive  prometheus.Gauge
 	xmppReconnects  prometheus.Counter
 	actorRestarts   prometheus.Counter
 }
@@ -61,6 +62,9 @@ func New() *Metrics {
 		xmppConnected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sniper_xmpp_connected", Help: "1 while the XMPP session to the auction house is up.",
 		}),
+		instanceActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sniper_instance_active", Help: "1 while this instance holds the lease and decides, 0 while it is standby.",
+		}),
 		xmppReconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sniper_xmpp_reconnects_total", Help: "XMPP sessions re-established after a disconnect.",
 		}),
@@ -69,7 +73,7 @@ func New() *Metrics {
 		}),
 	}
 	m.Registry.MustRegister(m.inputsDecided, m.decisions, m.decisionSeconds, m.commitSeconds, m.bidsSent, m.dropped,
-		m.malformed, m.xmppConnected, m.xmppReconnects, m.actorRestarts,
+		m.malformed, m.xmppConnected, m.instanceActive, m.xmppReconnects, m.actorRestarts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -100,6 +104,15 @@ func (m *Metrics) Dropped(string) { m.dropped.Inc() }
 
 // Malformed records an undecodable auction message.
 func (m *Metrics) Malformed(string) { m.malformed.Inc() }
+
+// InstanceActive records this instance becoming active or standby.
+func (m *Metrics) InstanceActive(active bool) {
+	if active {
+		m.instanceActive.Set(1)
+		return
+	}
+	m.instanceActive.Set(0)
+}
 
 // XMPPState records the XMPP session going up or down.
 func (m *Metrics) XMPPState(connected, reconnect bool) {

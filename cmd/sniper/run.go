@@ -23,6 +23,8 @@ type runOptions struct {
 	dataDir, natsURL, natsListen, fsync, httpAddr, httpToken string
 	replicas                                                 int
 	checkpointEvery, passivateAfter                          time.Duration
+	instance                                                 string
+	leaseTTL                                                 time.Duration
 	logLevel, logFormat                                      string
 
 	xmppAddr, xmppJID, xmppPassword, auctionDomain, xmppTLS string
@@ -46,6 +48,8 @@ func runFlags(fs *flag.FlagSet) *runOptions {
 	fs.IntVar(&o.replicas, "replicas", 1, "replicas of the SNIPER stream (3 on a NATS cluster)")
 	fs.DurationVar(&o.checkpointEvery, "checkpoint-every", jetstream.DefaultCheckpointEvery, "how often the readers of the log record how far they got: what a restart reads again at most")
 	fs.DurationVar(&o.passivateAfter, "passivate-after", actors.DefaultPassivateAfter, "a sniper with no input for about this long gives up its actor and keeps only its last decision in memory, until its next input")
+	fs.StringVar(&o.instance, "instance", "", "this instance's name among those sharing the log, unique to each (default: the host name and a hash of --data-dir)")
+	fs.DurationVar(&o.leaseTTL, "lease-ttl", jetstream.DefaultLeaseTTL, "instances sharing a log elect one active instance with a lease this long: a standby takes over about this long after the active one dies")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "text", "text or json")
 
@@ -131,7 +135,7 @@ Flags:
 	}
 	cfg := app.Config{
 		DataDir: o.dataDir, NATSURL: o.natsURL, NATSListen: o.natsListen, Fsync: interval,
-		HTTPAddr: o.httpAddr, HTTPToken: o.httpToken, Replicas: o.replicas, CheckpointEvery: o.checkpointEvery, PassivateAfter: o.passivateAfter, Logger: logger, Fault: fault, AuctionDomain: o.auctionDomain,
+		HTTPAddr: o.httpAddr, HTTPToken: o.httpToken, Replicas: o.replicas, CheckpointEvery: o.checkpointEvery, PassivateAfter: o.passivateAfter, Instance: o.instance, LeaseTTL: o.leaseTTL, Logger: logger, Fault: fault, AuctionDomain: o.auctionDomain,
 	}
 	var demo *demoHouse // the embedded auction house, without --xmpp-addr
 	if o.xmppAddr != "" {

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"mellium.im/xmpp/jid"
 
 	"sniper/actors"
 	"sniper/api"
@@ -62,6 +61,18 @@ type Config struct {
 	Logger        *slog.Logger
 	// Fault is a test hook called at the actors' fault points.
 	Fault actors.FaultHook
+
+	// Instance names this instance among those sharing the log
+	// (DefaultInstance(DataDir) when empty).
+	Instance string
+	// LeaseTTL is how long the active instance's lease outlives its last
+	// renewal (0: jetstream.DefaultLeaseTTL): how long a standby waits for
+	// a dead active instance before it takes over.
+	LeaseTTL time.Duration
+	// InboundGrace bounds how long stopping waits for the auction events
+	// the XMPP session already received to be stored; OutboundGrace, for
+	// the requests the outbound bridge holds to be sent (0: 3 s each).
+	InboundGrace, OutboundGrace time.Duration
 }
 
 // App is a running sniper.
@@ -72,17 +83,19 @@ type App struct {
 	server *jetstream.Server // nil with an external NATS
 	nc     *nats.Conn
 	log    *jetstream.Log
-	system *actors.System
 	view   *projection.View
+	deps   actors.Deps
 
-	metrics  *metrics.Metrics
-	chat     *xmppclient.Conn
-	inbound  *actors.Inbound
-	outbound *actors.Outbound
-	xmppUp   atomic.Bool
-	chatStop context.CancelFunc
-	chatDone chan struct{}
-	fatal    chan error
+	metrics *metrics.Metrics
+	fatal   chan error
+
+	election     *jetstream.Election
+	stopElection context.CancelFunc
+	electionDone chan struct{}
+	firstTerm    chan error
+	// parts is what runs while this instance is active (nil: standby).
+	parts  atomic.Pointer[active]
+	xmppUp atomic.Bool
 
 	httpSrv  *http.Server
 	httpLn   net.Listener
@@ -96,16 +109,17 @@ type App struct {
 	stopOnce sync.Once
 }
 
-// Shutdown grace periods: how long shutdown waits for the auction events
-// the XMPP session already received to be stored, and for the requests the
-// outbound bridge holds to be sent.
-const (
-	inboundGrace  = 3 * time.Second
-	outboundGrace = 3 * time.Second
-)
+// defaultGrace is how long stopping waits for what the bridges hold.
+const defaultGrace = 3 * time.Second
 
 // Start brings the sniper up; on error everything started is stopped.
 func Start(ctx context.Context, cfg Config) (_ *App, err error) {
+	if cfg.InboundGrace == 0 {
+		cfg.InboundGrace = defaultGrace
+	}
+	if cfg.OutboundGrace == 0 {
+		cfg.OutboundGrace = defaultGrace
+	}
 	a := &App{cfg: cfg, logger: cfg.Logger, metrics: metrics.New(), fatal: make(chan error, 1), status: newStatusWatch()}
 	if a.logger == nil {
 		a.logger = slog.Default()
@@ -150,16 +164,9 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 	a.metrics.Register(metrics.NewStateCollector(a.view, backlogs{a}, a.log))
-	deps := actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes, UndeliverableFor: cfg.UndeliverableFor, CheckpointEvery: cfg.CheckpointEvery, PassivateAfter: cfg.PassivateAfter, Recovered: &rec}
-	a.system, err = actors.StartSystem(ctx, deps)
-	if err != nil {
+	a.deps = actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes, UndeliverableFor: cfg.UndeliverableFor, CheckpointEvery: cfg.CheckpointEvery, PassivateAfter: cfg.PassivateAfter}
+	if err := a.campaign(ctx, &rec); err != nil {
 		return nil, err
-	}
-	deps.Recovered = nil // the bridges need it not
-	if cfg.XMPP != nil {
-		if err := a.startXMPP(ctx, deps); err != nil {
-			return nil, err
-		}
 	}
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	a.watchStop, a.watchDone = stopWatch, make(chan struct{})
@@ -170,70 +177,60 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	return a, nil
 }
 
-// startXMPP connects the bridges to the auction house. It waits for the
-// first session (or a fatal error such as a wrong password) for a few
-// seconds, so a misconfiguration stops `sniper run` at once; an auction
-// house that is merely down is retried in the background.
-func (a *App) startXMPP(ctx context.Context, deps actors.Deps) error {
-	xcfg := *a.cfg.XMPP
-	sniperJID, err := jid.Parse(xcfg.JID)
-	if err != nil {
-		return fmt.Errorf("xmpp jid %q: %w", xcfg.JID, err)
+// campaign starts the election among the instances sharing the log and
+// waits, for a few seconds at most, to learn whether this one is active
+// (and its actors and XMPP session started, so that a misconfiguration
+// stops `sniper run` at once) or standby. rec is the recovery read at
+// start-up, for the first term.
+func (a *App) campaign(ctx context.Context, rec *jetstream.Recovery) error {
+	instance := a.cfg.Instance
+	if instance == "" {
+		instance = DefaultInstance(a.cfg.DataDir)
 	}
-	if sniperJID.Resourcepart() == "" {
-		return fmt.Errorf("xmpp jid %q needs a resource (e.g. %s/Auction)", xcfg.JID, xcfg.JID)
-	}
-	domain := a.cfg.AuctionDomain
-	if domain == "" {
-		domain = sniperJID.Domainpart()
-	}
-	id := actors.Identity{Sniper: sniperJID, AuctionDomain: domain}
-	a.inbound = actors.NewInbound(deps, id, a.metrics)
-	first := make(chan struct{})
-	var once sync.Once
-	everUp := false
-	dialFailed := make(chan error, 1)
-	xcfg.OnDialFailed = func(err error) {
-		select {
-		case dialFailed <- err:
-		default:
-		}
-	}
-	xcfg.Logger = a.logger.With("component", "xmpp")
-	xcfg.OnStateChange = func(up bool) {
-		a.xmppUp.Store(up)
-		a.status.Poke()
-		a.metrics.XMPPState(up, up && everUp)
-		if up {
-			everUp = true
-			once.Do(func() { close(first) })
-		}
-	}
-	a.chat = xmppclient.New(xcfg, a.inbound.Deliver)
-	a.outbound, err = actors.StartOutbound(ctx, deps, id, a.chat, a.metrics)
+	a.cfg.Instance = instance
+	a.deps.Instance = instance
+	standby := make(chan struct{})
+	var standbyOnce sync.Once
+	var err error
+	a.election, err = a.log.NewElection(ctx, jetstream.ElectionConfig{
+		Instance: instance, TTL: a.cfg.LeaseTTL, Replicas: a.cfg.Replicas, Logger: a.logger,
+		OnChange: func() {
+			a.status.Poke()
+			st := a.election.Status()
+			a.metrics.InstanceActive(st.Active)
+			if !st.Active && (st.Err != nil || (st.Holder != "" && st.Holder != instance)) {
+				standbyOnce.Do(func() { close(standby) })
+			}
+		},
+	})
 	if err != nil {
 		return err
 	}
-	runCtx, stop := context.WithCancel(context.Background())
-	a.chatStop, a.chatDone = stop, make(chan struct{})
-	runErr := make(chan error, 1)
+	a.firstTerm = make(chan error, 1)
+	electionCtx, stop := context.WithCancel(context.Background())
+	a.stopElection, a.electionDone = stop, make(chan struct{})
+	first := rec
 	go func() {
-		defer close(a.chatDone)
-		if err := a.chat.Run(runCtx); err != nil {
-			runErr <- err
-			a.fatal <- fmt.Errorf("xmpp: %w", err)
-		}
+		defer close(a.electionDone)
+		_ = a.election.Run(electionCtx, func(ctx context.Context, term jetstream.Term) {
+			a.lead(ctx, term, first)
+			first = nil
+		})
 	}()
+	wait := time.NewTimer(10 * time.Second)
+	defer wait.Stop()
 	select {
-	case <-first:
-		a.logger.Info("connected to the auction house", "jid", sniperJID.String(), "addr", xcfg.Addr, "auction_domain", domain)
-	case err := <-runErr:
-		return fmt.Errorf("xmpp: %w", err)
-	case err := <-dialFailed:
-		// Down, not misconfigured: no reason to hold up the rest.
-		a.logger.Warn("auction house not reachable yet; retrying in the background", "addr", xcfg.Addr, "error", err)
-	case <-time.After(5 * time.Second):
-		a.logger.Warn("auction house not reachable yet; retrying in the background", "addr", xcfg.Addr)
+	case err := <-a.firstTerm:
+		return err
+	case <-standby:
+		st := a.election.Status()
+		if st.Err != nil {
+			a.logger.Warn("standby: the lease cannot be reached yet", "instance", instance, "error", st.Err)
+		} else {
+			a.logger.Info("standby: another instance is active; this one keeps the view and takes over if it dies", "instance", instance, "active", st.Holder)
+		}
+	case <-wait.C:
+		a.logger.Warn("still starting as the active instance; going on in the background", "instance", instance)
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -252,7 +249,7 @@ func (a *App) serveHTTP() error {
 	if err != nil {
 		return fmt.Errorf("http listen on %s: %w", a.cfg.HTTPAddr, err)
 	}
-	apiSrv := &api.Server{Log: a.log, View: a.view, Logger: a.logger, Status: a.apiStatus, StatusChanged: a.status.Changed, OpenItems: a.cfg.OpenItems}
+	apiSrv := &api.Server{Log: a.log, View: a.view, Logger: a.logger, Status: a.Readiness, StatusChanged: a.status.Changed, OpenItems: a.cfg.OpenItems}
 	// Long-lived requests (the live event stream) end when shutdown
 	// starts, instead of holding it up until its deadline.
 	baseCtx, cancelRequests := context.WithCancel(context.Background())
@@ -289,11 +286,6 @@ func (a *App) routes(apiSrv *api.Server) http.Handler {
 	return mux
 }
 
-// apiStatus is Readiness for the API, which knows nothing of Check.
-func (a *App) apiStatus(ctx context.Context) (bool, any) {
-	return a.Readiness(ctx)
-}
-
 // HTTPURL is the base URL of the API, with the port actually bound.
 func (a *App) HTTPURL() string { return "http://" + a.httpLn.Addr().String() }
 
@@ -308,33 +300,45 @@ func (a *App) NATSURL() string {
 // Log is the app's event log.
 func (a *App) Log() *jetstream.Log { return a.log }
 
-// backlogs reports the followers' backlogs for metrics; the system and the
-// bridge start after the collector is registered.
+// backlogs reports the followers' backlogs for metrics: none on a
+// standby, which does not follow the inputs nor send.
 type backlogs struct{ a *App }
 
 func (b backlogs) Backlogs() map[string]int {
 	out := map[string]int{}
-	if b.a.system != nil {
-		out[actors.InputFollowerName] = b.a.InputBacklog()
-	}
-	if b.a.outbound != nil {
-		out[actors.OutboundFollowerName] = b.a.OutboundBacklog()
+	if p := b.a.parts.Load(); p != nil {
+		out[actors.InputFollowerName] = p.system.InputBacklog()
+		if p.outbound != nil {
+			out[actors.OutboundFollowerName] = p.outbound.Backlog()
+		}
 	}
 	return out
 }
 
 // InputBacklog is how many inputs the snipers were handed and have not
-// decided yet (held while the log refuses their decisions, say).
-func (a *App) InputBacklog() int { return a.system.InputBacklog() }
+// decided yet (held while the log refuses their decisions, say); 0 on a
+// standby.
+func (a *App) InputBacklog() int {
+	if p := a.parts.Load(); p != nil {
+		return p.system.InputBacklog()
+	}
+	return 0
+}
 
 // OutboundBacklog is how many decisions the outbound bridge was handed and
-// has not finished sending; 0 without XMPP.
+// has not finished sending; 0 without XMPP or on a standby.
 func (a *App) OutboundBacklog() int {
-	if a.outbound == nil {
-		return 0
+	if p := a.parts.Load(); p != nil && p.outbound != nil {
+		return p.outbound.Backlog()
 	}
-	return a.outbound.Backlog()
+	return 0
 }
+
+// Active reports whether this instance holds the lease and decides.
+func (a *App) Active() bool { return a.parts.Load() != nil }
+
+// Instance is this instance's name in the election.
+func (a *App) Instance() string { return a.cfg.Instance }
 
 // Stop shuts down in dependency order: no new requests, no new inputs,
 // in-flight decisions finished, then the log. ctx bounds the HTTP drain.
@@ -355,39 +359,12 @@ func (a *App) Stop(ctx context.Context) {
 }
 
 func (a *App) shutdown() {
-	// Every follower stops reading before it stops working: what it
-	// already handed out is finished (within a grace period), its
-	// checkpoint is written, and the rest is read again after a restart.
-	//
-	// The outbound bridge first, while the session can still send what it
-	// holds. Then the XMPP session: ending the stream stops the auction
-	// house from handing the sniper more (later messages bounce at the
-	// server), and the session's reader hands what it already received to
-	// the inbound bridge, which stores it: a message the sniper accepted
-	// is not dropped on the floor. The bridge may be holding the reader
-	// while it retries a write to a log that is down: past a grace period
-	// it gives up, and the session ends. Then the snipers, which decide
-	// what they were handed.
-	if a.outbound != nil {
-		a.outbound.Stop(outboundGrace)
-	}
-	if a.chatStop != nil {
-		a.chatStop()
-		grace := time.NewTimer(inboundGrace)
-		select {
-		case <-a.chatDone:
-		case <-grace.C:
-			a.logger.Warn("auction events still waiting for the log at shutdown; giving them up", "after", inboundGrace)
-			a.inbound.Stop()
-			<-a.chatDone
-		}
-		grace.Stop()
-	}
-	if a.inbound != nil {
-		a.inbound.Stop()
-	}
-	if a.system != nil {
-		a.system.Stop()
+	// The election first: the term ends, which stops the active parts in
+	// their own order (active.stop), and then the lease is resigned, so a
+	// standby takes over at once instead of after the lease's TTL.
+	if a.stopElection != nil {
+		a.stopElection()
+		<-a.electionDone
 	}
 	if a.view != nil {
 		a.view.Stop()

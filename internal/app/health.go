@@ -10,19 +10,19 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"sniper/api"
 )
 
 // Check is one readiness condition and why it fails.
-type Check struct {
-	Name  string `json:"name"`
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
-}
+type Check = api.Check
 
 // Readiness checks what the sniper needs to do its job: the NATS
-// connection, the SNIPER stream, the log taking the actors' writes, and
-// the auction house.
-func (a *App) Readiness(ctx context.Context) (bool, []Check) {
+// connection, the SNIPER stream, the log taking the actors' writes, the
+// lease that says which instance is active and, on the active instance,
+// the auction house. A standby whose checks pass is ready: it answers
+// reads and takes commands (they are log writes).
+func (a *App) Readiness(ctx context.Context) api.Status {
 	var checks []Check
 	natsOK := a.nc.Status() == nats.CONNECTED
 	c := Check{Name: "nats", OK: natsOK}
@@ -54,18 +54,35 @@ func (a *App) Readiness(ctx context.Context) (bool, []Check) {
 	}
 	checks = append(checks, c)
 
-	if a.chat != nil {
-		c = Check{Name: "xmpp", OK: a.xmppUp.Load()}
-		if !c.OK {
-			c.Error = "not connected to the auction house at " + a.cfg.XMPP.Addr
+	st := api.Status{Role: api.RoleStandby, Instance: a.cfg.Instance}
+	if a.election != nil {
+		es := a.election.Status()
+		st.Active = es.Holder
+		c = Check{Name: "lease", OK: es.Err == nil && es.Holder != ""}
+		switch {
+		case es.Err != nil:
+			c.Error = "no instance can be made active: " + es.Err.Error()
+		case es.Holder == "":
+			c.Error = "no instance is active (the last one's lease ran out; one takes over within a second)"
 		}
 		checks = append(checks, c)
 	}
-	ready := true
-	for _, c := range checks {
-		ready = ready && c.OK
+	if p := a.parts.Load(); p != nil {
+		st.Role = api.RoleActive
+		if p.chat != nil {
+			c = Check{Name: "xmpp", OK: a.xmppUp.Load()}
+			if !c.OK {
+				c.Error = "not connected to the auction house at " + a.cfg.XMPP.Addr
+			}
+			checks = append(checks, c)
+		}
 	}
-	return ready, checks
+	st.Ready = true
+	for _, c := range checks {
+		st.Ready = st.Ready && c.OK
+	}
+	st.Checks = checks
+	return st
 }
 
 func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -73,12 +90,12 @@ func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
-	ready, checks := a.Readiness(r.Context())
+	st := a.Readiness(r.Context())
 	status, word := http.StatusOK, "ready"
-	if !ready {
+	if !st.Ready {
 		status, word = http.StatusServiceUnavailable, "not ready"
 	}
-	writeJSON(w, status, map[string]any{"status": word, "checks": checks})
+	writeJSON(w, status, map[string]any{"status": word, "role": st.Role, "instance": st.Instance, "active": st.Active, "checks": st.Checks})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -138,9 +155,8 @@ func (w *writeHealth) failing() (time.Time, error) {
 // clients when the outcome changed.
 type statusWatch struct {
 	mu      sync.Mutex
-	ready   bool
-	checks  []Check
 	key     string
+	checks  string
 	changed chan struct{} // closed and replaced on every change
 	poke    chan struct{}
 }
@@ -164,18 +180,21 @@ func (s *statusWatch) Changed() <-chan struct{} {
 	return s.changed
 }
 
-func (s *statusWatch) set(ready bool, checks []Check) (changed bool) {
-	b, _ := json.Marshal(checks)
-	key := fmt.Sprint(ready) + string(b)
+// set records st and reports whether it changed, and whether its checks
+// did (the rest being the role).
+func (s *statusWatch) set(st api.Status) (changed, checksChanged bool) {
+	all, _ := json.Marshal(st)
+	checks, _ := json.Marshal(st.Checks)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if key == s.key {
-		return false
+	if string(all) == s.key {
+		return false, false
 	}
-	s.ready, s.checks, s.key = ready, checks, key
+	checksChanged = string(checks) != s.checks
+	s.key, s.checks = string(all), string(checks)
 	close(s.changed)
 	s.changed = make(chan struct{})
-	return true
+	return true, checksChanged
 }
 
 // watchStatus runs until ctx ends.
@@ -187,16 +206,16 @@ func (a *App) watchStatus(ctx context.Context, done chan<- struct{}) {
 	defer tick.Stop()
 	first := true
 	for {
-		ready, checks := a.Readiness(ctx)
+		st := a.Readiness(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		if a.status.set(ready, checks) && !first {
-			if ready {
+		if _, checksChanged := a.status.set(st); checksChanged && !first {
+			if st.Ready {
 				a.logger.Info("ready again: every check passes")
 			} else {
 				var failing []any
-				for _, c := range checks {
+				for _, c := range st.Checks {
 					if !c.OK {
 						failing = append(failing, c.Name, c.Error)
 					}
