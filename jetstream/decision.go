@@ -179,12 +179,18 @@ func decodeDecision(d Delivery) (StoredDecision, error) {
 }
 
 // ClaimAll writes a claim (messages.NewClaim) on every auction of last that
-// is not finished, fenced on its last decision, and returns the auctions'
+// is not finished and whose last decision another instance wrote (By),
+// fenced on that decision, and returns the auctions'
 // decisions with the claims in place of those they replaced. An instance
 // that becomes active does this before it decides anything: once an
 // auction's claim is stored, a decision from the instance it replaced, which
 // still starts from the decision before, is refused by the fence, even if
 // that instance does not know yet that it lost the lease.
+//
+// An auction whose last decision is by this instance already needs none:
+// nobody decided it since, so a restart of the same instance claims
+// nothing (and takes no longer), while a takeover claims every unfinished
+// auction, the other instance's claims and decisions being the last.
 //
 // A claim refused by its fence means that a decision arrived after last was
 // read (the replaced instance's, in the moment before the claim): the
@@ -254,7 +260,7 @@ func (l *Log) ClaimAll(ctx context.Context, last []StoredDecision, by string, te
 		}
 		var next []StoredDecision
 		for _, d := range todo {
-			if d.State.Terminal() {
+			if d.State.Terminal() || d.By == by {
 				out = append(out, d)
 				continue
 			}

@@ -98,13 +98,18 @@ func (l *Log) NewElection(ctx context.Context, cfg ElectionConfig) (*Election, e
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	kv, err := l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      LeaseBucket,
-		Description: "Which sniper instance is active (a lease renewed by its holder)",
-		History:     1,
-		TTL:         cfg.TTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
+	var kv jetstream.KeyValue
+	err := createPatiently(ctx, func(ctx context.Context) error {
+		var err error
+		kv, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      LeaseBucket,
+			Description: "Which sniper instance is active (a lease renewed by its holder)",
+			History:     1,
+			TTL:         cfg.TTL,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create or update the lease bucket %s: %w", LeaseBucket, err)

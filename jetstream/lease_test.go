@@ -183,7 +183,8 @@ func cutOff(t *testing.T, l *jetstream.Log) {
 // An instance that became active claims every unfinished auction: from
 // then on a decision from the instance it replaced, which starts from the
 // decision before the claim, is refused by the fence, though that instance
-// was never told. Finished auctions are not claimed.
+// was never told. Finished auctions are not claimed, nor those whose last
+// decision is by the claiming instance (a restart).
 func TestClaimFencesTheReplacedInstance(t *testing.T) {
 	ctx := testContext(t)
 	n := testkit.StartNATS(t)
@@ -231,19 +232,25 @@ func TestClaimFencesTheReplacedInstance(t *testing.T) {
 	if d, _ := fresh.LastDecision(ctx, done); d.Type == messages.TypeClaim {
 		t.Errorf("the finished auction %s was claimed", done)
 	}
+	msgs, lastSeq := streamState(t, ctx, old)
+	if _, err := fresh.ClaimAll(ctx, []jetstream.StoredDecision{last}, "new-active", 8); err != nil {
+		t.Fatal(err)
+	}
+	unchanged(t, ctx, old, "claiming what this instance decided last", msgs, lastSeq)
 
 	// The old instance, not knowing, decides its next input from its
 	// last decision: refused.
 	next := appendInput(t, ctx, old, messages.Subject(live, messages.KindIn, messages.TypePrice), messages.NewPrice(live, 1200, 98, "other", false))
-	msgs, lastSeq := streamState(t, ctx, old)
+	msgs, lastSeq = streamState(t, ctx, old)
 	_, err = old.Commit(ctx, decision(t, live, raced, next, auction.Bidding, auction.Bid{Price: 1298}))
 	if !errors.Is(err, jetstream.ErrConflict) {
 		t.Fatalf("the replaced instance's decision after the claim: %v, want ErrConflict", err)
 	}
 	unchanged(t, ctx, old, "a refused decision", msgs, lastSeq)
 
-	// Claiming again in the same term writes nothing new.
-	again, err := fresh.ClaimAll(ctx, claimed, "new-active", 7)
+	// Claiming again in the same term writes nothing new, even as
+	// another instance's (the message id).
+	again, err := fresh.ClaimAll(ctx, rec.Decisions, "new-active", 7)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,11 +66,35 @@ func Open(ctx context.Context, nc *nats.Conn, cfg StreamConfig) (*Log, error) {
 	if cfg.MaxBytes == 0 {
 		sc.MaxBytes = -1
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, sc)
+	var stream jetstream.Stream
+	err = createPatiently(ctx, func(ctx context.Context) error {
+		var err error
+		stream, err = js.CreateOrUpdateStream(ctx, sc)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
 	}
 	return &Log{nc: nc, js: js, stream: stream}, nil
+}
+
+// createAttempt bounds one attempt to create a stream or bucket.
+const createAttempt = 5 * time.Second
+
+// createPatiently runs create, each attempt bounded by createAttempt,
+// until it succeeds or ctx ends. On a cluster, instances started together
+// create the same stream at once, and nats-server may leave one of the
+// identical requests unanswered (seen: one of three, every time, waited
+// for its whole deadline): a second attempt finds the stream made.
+func createPatiently(ctx context.Context, create func(context.Context) error) error {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, createAttempt)
+		err := create(attempt)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+	}
 }
 
 // LastSeq is the sequence of the stream's last message (0: empty).

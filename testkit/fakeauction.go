@@ -77,6 +77,43 @@ func (a *FakeAuctionServer) CountBids(price int64) int {
 	return n
 }
 
+// CountJoins counts the JOINs received from anyone: one per sniper start,
+// and one more per instance that took the auction over (a claim).
+func (a *FakeAuctionServer) CountJoins() int {
+	n := 0
+	for _, m := range a.user.Received() {
+		if m.Body == SOLJoin {
+			n++
+		}
+	}
+	return n
+}
+
+// HasReceivedJoins waits until at least n JOINs have arrived, from anyone,
+// and reports later messages to the sender of the last one: an instance
+// that took over re-joins from its own session.
+func (a *FakeAuctionServer) HasReceivedJoins(n int) {
+	a.t.Helper()
+	a.user.waitForAll(fmt.Sprintf("%d x %q", n, SOLJoin), func(ms []Message) bool {
+		c := 0
+		for _, m := range ms {
+			if m.Body == SOLJoin {
+				c++
+			}
+		}
+		return c >= n
+	})
+	var last string
+	for _, m := range a.user.Received() {
+		if m.Body == SOLJoin {
+			last = m.From
+		}
+	}
+	a.mu.Lock()
+	a.sniper = last
+	a.mu.Unlock()
+}
+
 // HasReceivedBids waits until at least n BIDs at price have arrived, from
 // anyone; CountBids then tells whether more did.
 func (a *FakeAuctionServer) HasReceivedBids(price int64, n int) {

@@ -75,6 +75,7 @@ func describeEvent(e api.Event) string {
 		Reason       string `json:"reason"`
 		Price        int64  `json:"price"`
 		OutSeq       uint64 `json:"out_seq"`
+		By           string `json:"by"`
 	}
 	if err := json.Unmarshal(e.Data, &d); err != nil {
 		return fmt.Sprintf("%s (unreadable: %s)", clean(e.Type), clean(truncate(string(e.Data), 200)))
@@ -108,6 +109,8 @@ func describeEvent(e api.Event) string {
 			return "decided to join; " + now
 		case messages.TypeBid:
 			return fmt.Sprintf("decided to bid %d; %s", s.LastBid, now)
+		case messages.TypeClaim:
+			return fmt.Sprintf("instance %s took over and joined again; %s", clean(d.By), now)
 		}
 		return now
 	}

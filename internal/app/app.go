@@ -213,6 +213,13 @@ func (a *App) campaign(ctx context.Context, rec *jetstream.Recovery) error {
 	go func() {
 		defer close(a.electionDone)
 		_ = a.election.Run(electionCtx, func(ctx context.Context, term jetstream.Term) {
+			// The recovery read at start-up serves a term won at once; one
+			// won after a while as standby reads the log again.
+			select {
+			case <-standby:
+				first = nil
+			default:
+			}
 			a.lead(ctx, term, first)
 			first = nil
 		})

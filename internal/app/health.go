@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -39,7 +40,10 @@ func (a *App) Readiness(ctx context.Context) api.Status {
 		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := a.log.LastSeq(ctx)
 		cancel()
-		if err != nil {
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			c.OK, c.Error = false, "stream SNIPER does not answer within 2s: no leader (are most of its servers down?)"
+		case err != nil:
 			c.OK, c.Error = false, "stream SNIPER unreachable: "+err.Error()
 		}
 	} else {
@@ -60,6 +64,8 @@ func (a *App) Readiness(ctx context.Context) api.Status {
 		st.Active = es.Holder
 		c = Check{Name: "lease", OK: es.Err == nil && es.Holder != ""}
 		switch {
+		case es.Err != nil && errors.Is(es.Err, context.DeadlineExceeded):
+			c.Error = "no instance can be made active: the lease does not answer (no quorum?): " + es.Err.Error()
 		case es.Err != nil:
 			c.Error = "no instance can be made active: " + es.Err.Error()
 		case es.Holder == "":

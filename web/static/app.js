@@ -86,9 +86,20 @@ function connect() {
 }
 
 // A "status" event says what the sniper depends on and whether it is
-// reachable: {"ready", "checks": [{"name", "ok", "error"}...]}.
+// reachable, and this instance's role among those sharing the log:
+// {"ready", "role", "instance", "active", "checks": [{"name", "ok", "error"}...]}.
 function showStatus(st) {
   const checks = Array.isArray(st.checks) ? st.checks : [];
+  const role = $("role");
+  if (st.role) {
+    role.hidden = false;
+    const standby = st.role === "standby";
+    role.textContent = standby ? "standby" + (st.active ? " (active: " + st.active + ")" : " (no instance active)") : "active";
+    role.className = "badge " + (standby ? "off" : "on");
+    role.title = standby
+      ? "this instance shows the log and takes commands; another instance decides and bids, and this one takes over if it dies"
+      : "this instance (" + String(st.instance || "") + ") decides and bids";
+  }
   const xmpp = checks.find((c) => c && c.name === "xmpp");
   const house = $("auction-house");
   if (xmpp) {
@@ -175,6 +186,7 @@ function describe(ev) {
     switch (ev.type) {
       case "join": return "Decided to join; " + now;
       case "bid": return `Decided to bid ${d.last_bid}; ` + now;
+      case "claim": return `Instance ${d.by} took over and joined again; ` + now;
       default: return now.charAt(0).toUpperCase() + now.slice(1);
     }
   }
