@@ -7,6 +7,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"sniper/internal/app"
 	"sniper/testkit"
 )
 
@@ -42,4 +43,30 @@ func TestBrowserShowsTheAuctionHouseConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, "auction house: connected again", badge+`.textContent === "auction house: connected" && `+badge+`.className.includes("on")`)
+}
+
+// The header says whether this instance is active or a standby, and which
+// instance is active; a standby's page turns to "active" when it takes
+// over, without a reload.
+func TestBrowserShowsTheInstanceRole(t *testing.T) {
+	p := testkit.StartProsody(t)
+	n := testkit.StartNATS(t)
+	first := testkit.StartApplication(t, p, t.TempDir(), func(c *app.Config) {
+		c.Instance = "first"
+		c.NATSURL = n.Server.ClientURL()
+	})
+	second := testkit.StartApplication(t, p, t.TempDir(), func(c *app.Config) {
+		c.Instance = "second"
+		c.NATSURL = n.Server.ClientURL()
+	})
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(second.App.HTTPURL())); err != nil {
+		t.Fatal(err)
+	}
+	const badge = `document.getElementById("role")`
+	waitFor(t, ctx, "standby (active: first)", badge+`.textContent === "standby (active: first)" && !`+badge+`.hidden && `+badge+`.className.includes("off")`)
+
+	// A graceful stop resigns the lease: the standby takes over at once.
+	first.Stop()
+	waitFor(t, ctx, "active", badge+`.textContent === "active" && `+badge+`.className.includes("on")`)
 }
