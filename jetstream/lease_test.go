@@ -258,3 +258,37 @@ func TestClaimFencesTheReplacedInstance(t *testing.T) {
 		t.Errorf("a second claim in the same term moved %s's last decision from %d to %d", live, bySeq[live], got)
 	}
 }
+
+// StepDownFrom moves the leaders of the stream and of the lease bucket off
+// the server named, and leaves a stream it does not lead alone.
+func TestStepDownFromMovesTheLeadersAway(t *testing.T) {
+	c := testkit.StartCluster(t, 3)
+	ctx := testContextFor(t, 60*time.Second)
+	nc, err := jetstream.Connect(ctx, c.URLs(), "step-down-test", testkit.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	l, err := jetstream.Open(ctx, nc, jetstream.StreamConfig{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.NewElection(ctx, jetstream.ElectionConfig{Instance: "x", Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	const leaseStream = "KV_" + jetstream.LeaseBucket
+	c.WaitStreamLeader(leaseStream, 30*time.Second)
+	c.MoveLeaders(0, jetstream.StreamName)
+	c.MoveLeaders(0, leaseStream)
+	moved, err := l.StepDownFrom(ctx, c.Name(0))
+	if err != nil || len(moved) != 2 {
+		t.Fatalf("StepDownFrom(%s) = %v, %v; want both streams moved", c.Name(0), moved, err)
+	}
+	for _, stream := range []string{jetstream.StreamName, leaseStream} {
+		testkit.Eventually(t, 30*time.Second, func() bool { lead := c.StreamLeader(stream); return lead >= 0 && lead != 0 },
+			"%s is still led by %s", stream, c.Name(0))
+	}
+	if moved, err := l.StepDownFrom(ctx, c.Name(0)); err != nil || len(moved) != 0 {
+		t.Errorf("StepDownFrom(%s) again = %v, %v; want nothing to move", c.Name(0), moved, err)
+	}
+}

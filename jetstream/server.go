@@ -95,6 +95,9 @@ func syncPolicy(d time.Duration) string {
 	return "every " + d.String()
 }
 
+// Name is the server's name in the cluster.
+func (s *Server) Name() string { return s.ns.Name() }
+
 // ClientURL is the server's TCP address, for the `nats` CLI and other
 // processes.
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }

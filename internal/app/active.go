@@ -84,10 +84,44 @@ func (a *App) lead(ctx context.Context, term jetstream.Term, rec *jetstream.Reco
 	a.status.Poke()
 	a.logger.Info("active: deciding and connected to the auction house", "took", time.Since(began).Round(time.Millisecond))
 	a.reportFirstTerm(nil)
+	leaders := make(chan struct{})
+	go func() {
+		defer close(leaders)
+		a.keepLeadersAway(ctx)
+	}()
 	<-ctx.Done()
+	<-leaders
 	a.parts.Store(nil)
 	a.status.Poke()
 	parts.stop(a)
+}
+
+// keepLeadersAway moves the log's raft leaders off this instance's own
+// embedded server while it is active, now and every 10 s (leadership moves
+// with elections): when this machine dies, the log keeps its leaders and
+// the takeover waits for the lease only (jetstream.Log.StepDownFrom).
+// With an external NATS the sniper's death takes no server down, and there
+// is nothing to do.
+func (a *App) keepLeadersAway(ctx context.Context) {
+	if a.server == nil || a.cfg.Replicas < 2 {
+		return
+	}
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		moved, err := a.log.StepDownFrom(ctx, a.server.Name())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			a.logger.Debug("cannot move the log's leaders off this server", "error", err)
+		case len(moved) > 0:
+			a.logger.Info("moved the log's leaders off this instance's server, so that its death costs no election", "streams", moved)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // fatalError is a start failure that retrying cannot mend.
