@@ -60,7 +60,7 @@ func quietSystem(t *testing.T, n *testkit.NATS) *actors.System {
 	if err != nil {
 		t.Fatalf("start actors: %v", err)
 	}
-	t.Cleanup(sys.Stop)
+	t.Cleanup(func() { stopSystem(sys) })
 	return sys
 }
 
@@ -168,7 +168,7 @@ func TestARestartFromAnOldCheckpointDecidesNothingTwice(t *testing.T) {
 	publishAll(t, n.Conn, msgs)
 	done := func(d messages.DecisionEvent) bool { return d.LastBid == 100*prices+1 }
 	before := waitStates(t, n.Log, items, done)
-	sys.Stop()
+	stopSystem(sys)
 	lastBefore, err := n.Log.LastSeq(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +214,7 @@ func TestIdleSnipersArePassivatedAndComeBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(sys.Stop)
+	t.Cleanup(func() { stopSystem(sys) })
 	const auctions, rounds = 50, 6
 	items := make([]string, auctions)
 	var msgs []*nats.Msg

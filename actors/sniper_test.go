@@ -24,7 +24,7 @@ func startSystem(t *testing.T, n *testkit.NATS, hook actors.FaultHook) *actors.S
 	if err != nil {
 		t.Fatalf("start actors: %v", err)
 	}
-	t.Cleanup(sys.Stop)
+	t.Cleanup(func() { stopSystem(sys) })
 	return sys
 }
 
@@ -63,6 +63,13 @@ func history(t *testing.T, log *jetstream.Log, item string) []jetstream.Record {
 }
 
 // decisions returns the auction's decisions in log order.
+// stopSystem stops sys as the app does, with the default drain grace.
+func stopSystem(sys *actors.System) {
+	ctx, cancel := context.WithTimeout(context.Background(), actors.DefaultDrainGrace)
+	defer cancel()
+	sys.Stop(ctx)
+}
+
 func decisions(t *testing.T, log *jetstream.Log, item string) []messages.DecisionEvent {
 	t.Helper()
 	var out []messages.DecisionEvent
@@ -230,7 +237,7 @@ func TestRestartOnTheSameDataDirContinues(t *testing.T) {
 		seq := price(t, n.Log, item, int64(100*(i+1)), 10, "other", false)
 		want[item] = waitDecided(t, n.Log, item, seq)
 	}
-	sys.Stop()
+	stopSystem(sys)
 	n.Stop()
 
 	n2 := testkit.StartNATSIn(t, dir)

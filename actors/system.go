@@ -17,7 +17,7 @@ import (
 // checkpoint in the log.
 const InputFollowerName = "inputs"
 
-// DefaultDrainGrace bounds how long Stop waits for the snipers to decide
+// DefaultDrainGrace is how long the app lets Stop wait for the snipers to decide
 // the inputs already handed to them.
 const DefaultDrainGrace = 4 * time.Second
 
@@ -143,21 +143,21 @@ func (s *System) Counts(ctx context.Context) (SniperCounts, error) {
 func (s *System) InputBacklog() int { return s.inputs.Pending() }
 
 // Stop stops reading inputs, lets the snipers decide what they were
-// handed (for up to DefaultDrainGrace), writes the input checkpoint and
-// stops the actors. Inputs not decided stay in the log, above the
-// checkpoint, for the next start. Calling it again does nothing.
-func (s *System) Stop() {
+// handed until ctx ends (the app gives DefaultDrainGrace), writes the
+// input checkpoint and stops the actors. Inputs not decided stay in the
+// log, above the checkpoint, for the next start. Calling it again does
+// nothing.
+func (s *System) Stop(ctx context.Context) {
 	s.stopOnce.Do(func() {
 		s.stopReading()
 		<-s.readDone
 		<-s.sweepDone
-		drain, cancelDrain := context.WithTimeout(context.Background(), DefaultDrainGrace)
-		if err := s.inputs.WaitIdle(drain); err != nil {
+		if err := s.inputs.WaitIdle(ctx); err != nil {
 			s.deps.Logger.Warn("some inputs were not decided in time; the next start decides them", "inputs", s.inputs.Pending())
 		}
-		cancelDrain()
 		s.cancel()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		// The checkpoint is written even when the drain ran out of time.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		if err := s.inputs.SaveCheckpoint(ctx); err != nil {
 			s.deps.Logger.Warn("cannot write the input checkpoint; the next start reads more of the log again", "error", err)
 		}

@@ -88,26 +88,33 @@ func readScripts(t *testing.T, file string) []script {
 }
 
 func parseInput(f []string) (Input, error) {
+	var bad error
 	num := func(s string) int64 {
 		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			panic(fmt.Sprintf("bad number %q in script", s))
+		if err != nil && bad == nil {
+			bad = fmt.Errorf("bad number %q", s)
 		}
 		return n
 	}
+	var in Input
 	switch {
 	case len(f) == 2 && f[0] == "start":
-		return Start{StopPrice: num(f[1])}, nil
+		in = Start{StopPrice: num(f[1])}
 	case len(f) == 1 && f[0] == "stop":
-		return Stop{}, nil
+		in = Stop{}
 	case len(f) == 1 && f[0] == "close":
-		return Close{}, nil
+		in = Close{}
 	case len(f) == 1 && f[0] == "malformed":
-		return Malformed{Body: "a broken message", Reason: "no Event field"}, nil
+		in = Malformed{Body: "a broken message", Reason: "no Event field"}
 	case len(f) == 4 && f[0] == "price":
-		return Price{Current: num(f[1]), Increment: num(f[2]), Bidder: f[3], FromSniper: f[3] == "sniper"}, nil
+		in = Price{Current: num(f[1]), Increment: num(f[2]), Bidder: f[3], FromSniper: f[3] == "sniper"}
+	default:
+		return nil, fmt.Errorf("unknown input %q", strings.Join(f, " "))
 	}
-	return nil, fmt.Errorf("unknown input %q", strings.Join(f, " "))
+	if bad != nil {
+		return nil, bad
+	}
+	return in, nil
 }
 
 func describe(s Snapshot, outs []Output) string {

@@ -139,7 +139,7 @@ func (l *Log) lastPerSubject(ctx context.Context, filters []string, visit func(D
 	if err != nil {
 		return err
 	}
-	defer l.deleteReader(cons, nil)
+	defer l.deleteReader(ctx, cons, nil)
 	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
 	if err != nil {
 		return err

@@ -298,7 +298,7 @@ func (f *Follower) read(ctx context.Context, restart context.CancelFunc, handle 
 	if err != nil {
 		return fmt.Errorf("ordered consumer: %w", err)
 	}
-	defer f.log.deleteReader(cons, f.logger)
+	defer f.log.deleteReader(ctx, cons, f.logger)
 	watched := make(chan struct{})
 	defer func() { <-watched }()
 	go func() {

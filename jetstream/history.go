@@ -47,7 +47,7 @@ func (l *Log) read(ctx context.Context, filter string, upTo uint64) ([]Record, e
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", filter, err)
 	}
-	defer l.deleteReader(cons, nil)
+	defer l.deleteReader(ctx, cons, nil)
 	it, err := cons.Messages()
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", filter, err)

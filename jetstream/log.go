@@ -282,12 +282,15 @@ func readerConfig(cfg jetstream.OrderedConsumerConfig) jetstream.OrderedConsumer
 // deleteReader removes an ordered consumer that is done with (nats.go's
 // Stop leaves it on the server until its inactive threshold), so that the
 // stream's consumers stay one per follower.
-func (l *Log) deleteReader(cons jetstream.Consumer, logger *slog.Logger) {
+//
+// It runs as its reader's caller returns, often because ctx ended: the
+// delete is bounded by its own timeout, not by ctx's cancellation.
+func (l *Log) deleteReader(ctx context.Context, cons jetstream.Consumer, logger *slog.Logger) {
 	info := cons.CachedInfo()
 	if info == nil || l.Available() != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := l.stream.DeleteConsumer(ctx, info.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && logger != nil {
 		logger.Debug("cannot delete a finished reader; the server drops it when it goes inactive", "consumer", info.Name, "error", err)

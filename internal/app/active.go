@@ -282,6 +282,8 @@ func (p *active) stop(a *App) {
 		p.inbound.Stop()
 	}
 	if p.system != nil {
-		p.system.Stop()
+		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.DecideGrace)
+		p.system.Stop(ctx)
+		cancel()
 	}
 }

@@ -71,8 +71,10 @@ type Config struct {
 	LeaseTTL time.Duration
 	// InboundGrace bounds how long stopping waits for the auction events
 	// the XMPP session already received to be stored; OutboundGrace, for
-	// the requests the outbound bridge holds to be sent (0: 3 s each).
-	InboundGrace, OutboundGrace time.Duration
+	// the requests the outbound bridge holds to be sent (0: 3 s each);
+	// DecideGrace, for the snipers to decide the inputs they hold (0:
+	// actors.DefaultDrainGrace).
+	InboundGrace, OutboundGrace, DecideGrace time.Duration
 }
 
 // App is a running sniper.
@@ -119,6 +121,9 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	}
 	if cfg.OutboundGrace == 0 {
 		cfg.OutboundGrace = defaultGrace
+	}
+	if cfg.DecideGrace == 0 {
+		cfg.DecideGrace = actors.DefaultDrainGrace
 	}
 	a := &App{cfg: cfg, logger: cfg.Logger, metrics: metrics.New(), fatal: make(chan error, 1), status: newStatusWatch()}
 	if a.logger == nil {
