@@ -10,6 +10,7 @@ DATA_DIR ?= ./sniper-data
 FUZZTIME ?= 10s
 
 FAULT_KILLS ?= 200
+CLUSTER_KILLS ?= 50
 
 .PHONY: run build test lint fuzz fuzz-short faults bench deps clean
 
@@ -46,10 +47,13 @@ clean:
 	rm -rf bin $(DATA_DIR)
 
 # The long kill suite: the real binary SIGKILLed FAULT_KILLS times at random
-# moments and at fault points, checked against an uninterrupted run.
+# moments and at fault points, checked against an uninterrupted run; and its
+# cluster variant: the active instance of a 3-instance embedded cluster
+# SIGKILLed CLUSTER_KILLS times; and a two-minute NATS outage.
 faults: deps
 	SNIPER_CLUSTER_CRASH=1 $(GO) test -count=1 -run TestSniperSurvivesTheLossOfTheStreamLeader -v ./acceptance/ | grep -E '^(---|ok|FAIL|PASS)|cluster_test.go'
-	SNIPER_FAULT_KILLS=$(FAULT_KILLS) $(GO) test -count=1 -timeout 90m -run TestKillSuite -v ./faults/ | grep -E 'kill suite|^(---|ok|FAIL|PASS)|_test.go'
+	SNIPER_NATS_OUTAGE=2m $(GO) test -count=1 -run TestSniperRidesOutANATSServerRestart -v ./acceptance/ | grep -E '^(---|ok|FAIL|PASS)|natsoutage_test.go'
+	SNIPER_FAULT_KILLS=$(FAULT_KILLS) SNIPER_FAULT_CLUSTER_KILLS=$(CLUSTER_KILLS) $(GO) test -count=1 -timeout 90m -run TestKillSuite -v ./faults/ | grep -E 'kill suite|^(---|ok|FAIL|PASS)|_test.go'
 
 
 # Benchmarks (cmd/sniperbench): the baselines (nats bench, an XMPP echo bot

@@ -256,12 +256,16 @@ func (a *App) startXMPP(ctx context.Context, deps actors.Deps, parts *active) er
 //
 // The outbound bridge first, while the session can still send what it
 // holds. Then the XMPP session: ending the stream stops the auction house
-// from handing the sniper more (later messages bounce at the server), and
-// the session's reader hands what it already received to the inbound
-// bridge, which stores it: a message the sniper accepted is not dropped on
-// the floor. The bridge may be holding the reader while it retries a write
-// to a log that is down: past a grace period it gives up, and the session
-// ends. Then the snipers, which decide what they were handed.
+// from handing the sniper more (later messages bounce at the server, or
+// wait in its offline storage), and the session's reader hands what it
+// already received to the inbound bridge, which stores it: a message the
+// sniper accepted is not dropped on the floor. The bridge may be holding
+// the reader while it retries a write to a log that is down. At the end of
+// a term (the lease lost, which a NATS outage causes) it keeps trying in
+// the background for as long as the process lives (a.lingering), since an
+// input is a fact any instance may store; only when the process stops does
+// it give up past InboundGrace. Then the snipers, which decide what they
+// were handed.
 func (p *active) stop(a *App) {
 	if p.outbound != nil {
 		p.outbound.Stop(a.cfg.OutboundGrace)
@@ -271,19 +275,44 @@ func (p *active) stop(a *App) {
 		grace := time.NewTimer(a.cfg.InboundGrace)
 		select {
 		case <-p.chatDone:
-		case <-grace.C:
-			a.logger.Warn("auction events still waiting for the log at shutdown; giving them up", "after", a.cfg.InboundGrace)
 			p.inbound.Stop()
-			<-p.chatDone
+		case <-grace.C:
+			p.lingerOrGiveUp(a)
 		}
 		grace.Stop()
-	}
-	if p.inbound != nil {
-		p.inbound.Stop()
 	}
 	if p.system != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), a.cfg.DecideGrace)
 		p.system.Stop(ctx)
 		cancel()
 	}
+}
+
+// lingerOrGiveUp deals with a session whose reader still waits for the
+// log to take a message, past the grace period: at shutdown it gives the
+// message up; at the end of a term it leaves the reader trying, owned by
+// a.lingering, until it stores the message or the process stops.
+func (p *active) lingerOrGiveUp(a *App) {
+	giveUp := func() {
+		a.logger.Warn("auction events still waiting for the log at shutdown; giving them up", "after", a.cfg.InboundGrace)
+		p.inbound.Stop()
+		<-p.chatDone
+	}
+	select {
+	case <-a.stopping:
+		giveUp()
+		return
+	default:
+	}
+	a.logger.Warn("auction events the session received still wait for the log; storing them in the background")
+	a.lingering.Add(1)
+	go func() {
+		defer a.lingering.Done()
+		select {
+		case <-p.chatDone:
+			p.inbound.Stop()
+		case <-a.stopping:
+			giveUp()
+		}
+	}()
 }

@@ -96,8 +96,12 @@ type App struct {
 	electionDone chan struct{}
 	firstTerm    chan error
 	// parts is what runs while this instance is active (nil: standby).
-	parts  atomic.Pointer[active]
-	xmppUp atomic.Bool
+	parts atomic.Pointer[active]
+	// lingering counts the XMPP sessions of ended terms whose received
+	// messages still wait for the log; stopping closes stopping first.
+	lingering sync.WaitGroup
+	stopping  chan struct{}
+	xmppUp    atomic.Bool
 
 	httpSrv  *http.Server
 	httpLn   net.Listener
@@ -125,7 +129,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if cfg.DecideGrace == 0 {
 		cfg.DecideGrace = actors.DefaultDrainGrace
 	}
-	a := &App{cfg: cfg, logger: cfg.Logger, metrics: metrics.New(), fatal: make(chan error, 1), status: newStatusWatch()}
+	a := &App{cfg: cfg, logger: cfg.Logger, stopping: make(chan struct{}), metrics: metrics.New(), fatal: make(chan error, 1), status: newStatusWatch()}
 	if a.logger == nil {
 		a.logger = slog.Default()
 	}
@@ -374,10 +378,12 @@ func (a *App) shutdown() {
 	// The election first: the term ends, which stops the active parts in
 	// their own order (active.stop), and then the lease is resigned, so a
 	// standby takes over at once instead of after the lease's TTL.
+	close(a.stopping)
 	if a.stopElection != nil {
 		a.stopElection()
 		<-a.electionDone
 	}
+	a.lingering.Wait()
 	if a.view != nil {
 		a.view.Stop()
 	}
