@@ -81,7 +81,7 @@ func clusterLog(t *testing.T, c *testkit.Cluster) *jetstream.Log {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	nc, err := jetstream.Connect(ctx, c.URLs(), "test-checks", testkit.Logger(t))
+	nc, err := jetstream.Connect(ctx, c.URLs(), "test-checks", jetstream.ClientAuth{}, testkit.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,11 @@ func newHandler(t testing.TB, logger *slog.Logger) http.Handler {
 		t.Fatalf("start actors: %v", err)
 	}
 	// Cleanups run last-in first-out: actors, projection, connection, server.
-	t.Cleanup(sys.Stop)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), actors.DefaultDrainGrace)
+		defer cancel()
+		sys.Stop(ctx)
+	})
 	s := &api.Server{Log: log, View: view, Logger: logger, CommandTimeout: 5 * time.Second}
 	return s.Handler()
 }

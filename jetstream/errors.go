@@ -30,7 +30,10 @@ const (
 	codeWrongLastSequence    = jetstream.JSErrCodeStreamWrongLastSequence         // 10071: a fence moved
 	codeWrongLastSeqConstant = jetstream.JSErrCodeStreamWrongLastSequenceConstant // 10164: the same, on a replicated stream
 	codeStoreFailed          = jetstream.ErrorCode(10077)                         // JSStreamStoreFailedF: "maximum messages/bytes exceeded" among others
-	codeInsufficientStorage  = jetstream.ErrorCode(10047)                         // JSInsufficientResourcesErr: the server's or account's storage
+	codeInsufficientStorage  = jetstream.ErrorCode(10047)                         // JSStorageResourcesExceededErr: the server's or account's storage
+	codeClusterNotAvailable  = jetstream.ErrorCode(10008)                         // JSClusterNotAvailErr: JetStream system temporarily unavailable
+	codeClusterNoPeers       = jetstream.ErrorCode(10005)                         // JSClusterNoPeersErrF: no suitable peers for placement
+	codeNoResources          = jetstream.ErrorCode(10023)                         // JSInsufficientResourcesErr: too few peers yet, on a cluster forming
 )
 
 func apiCode(err error) (jetstream.ErrorCode, string, bool) {

@@ -99,7 +99,7 @@ func (l *Log) NewElection(ctx context.Context, cfg ElectionConfig) (*Election, e
 		cfg.Logger = slog.Default()
 	}
 	var kv jetstream.KeyValue
-	err := createPatiently(ctx, func(ctx context.Context) error {
+	err := createPatiently(ctx, "bucket "+LeaseBucket, cfg.Logger, func(ctx context.Context) error {
 		var err error
 		kv, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:      LeaseBucket,

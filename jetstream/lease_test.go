@@ -264,7 +264,7 @@ func TestClaimFencesTheReplacedInstance(t *testing.T) {
 func TestStepDownFromMovesTheLeadersAway(t *testing.T) {
 	c := testkit.StartCluster(t, 3)
 	ctx := testContextFor(t, 60*time.Second)
-	nc, err := jetstream.Connect(ctx, c.URLs(), "step-down-test", testkit.Logger(t))
+	nc, err := jetstream.Connect(ctx, c.URLs(), "step-down-test", jetstream.ClientAuth{}, testkit.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

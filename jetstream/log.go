@@ -26,6 +26,9 @@ type StreamConfig struct {
 	DuplicateWindow time.Duration
 	// MaxBytes caps the store (0: unlimited).
 	MaxBytes int64
+	// Logger hears about a wait for a JetStream cluster still forming
+	// (nil: nothing is said).
+	Logger *slog.Logger
 }
 
 // Log is the sniper's view of the SNIPER stream.
@@ -67,13 +70,13 @@ func Open(ctx context.Context, nc *nats.Conn, cfg StreamConfig) (*Log, error) {
 		sc.MaxBytes = -1
 	}
 	var stream jetstream.Stream
-	err = createPatiently(ctx, func(ctx context.Context) error {
+	err = createPatiently(ctx, "stream "+StreamName, cfg.Logger, func(ctx context.Context) error {
 		var err error
 		stream, err = js.CreateOrUpdateStream(ctx, sc)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("create or update stream %s: %w", StreamName, err)
+		return nil, fmt.Errorf("create or update stream %s with %d replicas (--replicas): %w", StreamName, cfg.Replicas, err)
 	}
 	return &Log{nc: nc, js: js, stream: stream}, nil
 }
@@ -81,20 +84,44 @@ func Open(ctx context.Context, nc *nats.Conn, cfg StreamConfig) (*Log, error) {
 // createAttempt bounds one attempt to create a stream or bucket.
 const createAttempt = 5 * time.Second
 
-// createPatiently runs create, each attempt bounded by createAttempt,
-// until it succeeds or ctx ends. On a cluster, instances started together
-// create the same stream at once, and nats-server may leave one of the
-// identical requests unanswered (seen: one of three, every time, waited
-// for its whole deadline): a second attempt finds the stream made.
-func createPatiently(ctx context.Context, create func(context.Context) error) error {
+// createPatiently runs create until it succeeds, fails for good, or ctx
+// ends, each attempt bounded by createAttempt. Two things are worth
+// waiting for. On a cluster just starting, JetStream answers nothing, or
+// "temporarily unavailable", or finds "no suitable peers" until the meta
+// leader is elected and knows enough peers. And instances started
+// together create the same stream at once, and nats-server may leave one
+// of the identical requests unanswered (seen: one of three, every time,
+// waited for its whole deadline): a second attempt finds the stream made.
+func createPatiently(ctx context.Context, what string, logger *slog.Logger, create func(context.Context) error) error {
+	began := time.Now()
+	lastSaid := began
 	for {
 		attempt, cancel := context.WithTimeout(ctx, createAttempt)
 		err := create(attempt)
 		cancel()
-		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+		if err == nil || ctx.Err() != nil || !clusterNotReady(err) {
 			return err
 		}
+		if logger != nil && time.Since(lastSaid) >= 5*time.Second {
+			logger.Info("waiting for the JetStream cluster: its meta leader is not elected yet, or it has too few peers", "creating", what, "waited", time.Since(began).Round(time.Second), "error", err)
+			lastSaid = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
+}
+
+// clusterNotReady recognises the answers of a JetStream cluster that is
+// still forming.
+func clusterNotReady(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return true
+	}
+	code, _, ok := apiCode(err)
+	return ok && (code == codeClusterNotAvailable || code == codeNoResources || code == codeClusterNoPeers)
 }
 
 // LastSeq is the sequence of the stream's last message (0: empty).

@@ -6,10 +6,13 @@ package jetstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -27,15 +30,33 @@ type EmbeddedConfig struct {
 	// SyncInterval is how often the store is flushed to disk; 0 means
 	// fsync after every write (see docs/reliability.md for the trade-off).
 	SyncInterval time.Duration
-	// ServerName names the server in the `nats` CLI's reports.
+	// ServerName names the server in the `nats` CLI's reports and in its
+	// cluster ("sniper" when empty).
 	ServerName string
-	Logger     *slog.Logger
+	// Auth, when enabled, makes every client and route log in.
+	Auth ServerAuth
+	// Cluster, when set, makes the server a node of a JetStream cluster of
+	// embedded servers.
+	Cluster *ClusterConfig
+	Logger  *slog.Logger
+}
+
+// ClusterConfig is an embedded server's place in its cluster.
+type ClusterConfig struct {
+	// Name is the cluster's name, the same on every node.
+	Name string
+	// Listen is this node's route listener, host:port.
+	Listen string
+	// Routes are every node's route URL (nats://host:port), this one's
+	// included (a server skips a route to itself).
+	Routes []string
 }
 
 // Server is a running embedded nats-server with JetStream.
 type Server struct {
 	ns     *server.Server
 	logger *slog.Logger
+	auth   ServerAuth
 }
 
 // StartEmbedded starts a nats-server with JetStream storing under
@@ -69,6 +90,12 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Server, error) {
 		SyncInterval: cfg.SyncInterval,
 		SyncAlways:   cfg.SyncInterval == 0,
 		NoSigs:       true,
+		Users:        cfg.Auth.users(),
+	}
+	if cfg.Cluster != nil {
+		if err := clusterOptions(opts, *cfg.Cluster, cfg.Auth); err != nil {
+			return nil, err
+		}
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
@@ -84,8 +111,44 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Server, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded nats-server not ready after %s (is %s free?)", deadline, cfg.Listen)
 	}
-	logger.Info("embedded nats-server started", "listen", ns.ClientURL(), "store", cfg.DataDir, "fsync", syncPolicy(cfg.SyncInterval))
-	return &Server{ns: ns, logger: logger}, nil
+	attrs := []any{"listen", ns.ClientURL(), "store", cfg.DataDir, "fsync", syncPolicy(cfg.SyncInterval), "auth", cfg.Auth.Enabled()}
+	if cfg.Cluster != nil {
+		attrs = append(attrs, "name", name, "cluster", opts.Cluster.Name, "cluster_listen", cfg.Cluster.Listen, "routes", len(opts.Routes))
+	}
+	logger.Info("embedded nats-server started", attrs...)
+	return &Server{ns: ns, logger: logger, auth: cfg.Auth}, nil
+}
+
+// clusterOptions adds the cluster block to opts: the route listener and
+// the routes, which log in with the server's user when auth is on.
+func clusterOptions(opts *server.Options, c ClusterConfig, auth ServerAuth) error {
+	host, portStr, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("nats cluster listen address %q: %w", c.Listen, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("nats cluster listen port %q: %w", portStr, err)
+	}
+	if len(c.Routes) == 0 {
+		return errors.New("a cluster needs --nats-routes: every node's route URL")
+	}
+	name := c.Name
+	if name == "" {
+		name = "sniper"
+	}
+	opts.Cluster = server.ClusterOpts{Name: name, Host: host, Port: port, Username: auth.User, Password: auth.Password}
+	for _, r := range c.Routes {
+		u, err := url.Parse(strings.TrimSpace(r))
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("nats route %q: want nats://host:port", r)
+		}
+		if auth.Enabled() {
+			u.User = url.UserPassword(auth.User, auth.Password)
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	return nil
 }
 
 func syncPolicy(d time.Duration) string {
@@ -105,7 +168,11 @@ func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 // Connect opens a client connection that reaches the server in-process,
 // skipping the loopback TCP stack (about twice the publish rate).
 func (s *Server) Connect(name string) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(s.ns), nats.Name(name), nats.MaxReconnects(-1))
+	opts := []nats.Option{nats.InProcessServer(s.ns), nats.Name(name), nats.MaxReconnects(-1)}
+	if s.auth.Enabled() {
+		opts = append(opts, nats.UserInfo(s.auth.User, s.auth.Password))
+	}
+	nc, err := nats.Connect("", opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect in-process to embedded nats-server: %w", err)
 	}
@@ -121,9 +188,13 @@ func (s *Server) Shutdown() {
 
 // Connect dials an external NATS server or cluster at url. The connection
 // reconnects forever: the sniper waits for its log rather than exit.
-func Connect(ctx context.Context, url, name string, logger *slog.Logger) (*nats.Conn, error) {
+func Connect(ctx context.Context, url, name string, auth ClientAuth, logger *slog.Logger) (*nats.Conn, error) {
 	if logger == nil {
 		logger = slog.Default()
+	}
+	authOpts, err := auth.options()
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats at %s: %w", url, err)
 	}
 	opts := []nats.Option{
 		nats.Name(name),
@@ -137,6 +208,7 @@ func Connect(ctx context.Context, url, name string, logger *slog.Logger) (*nats.
 			logger.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
 		}),
 	}
+	opts = append(opts, authOpts...)
 	if d, ok := ctx.Deadline(); ok {
 		opts = append(opts, nats.Timeout(time.Until(d)))
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"sniper/actors"
@@ -24,6 +25,9 @@ type runOptions struct {
 	replicas                                                 int
 	checkpointEvery, passivateAfter                          time.Duration
 	instance                                                 string
+	natsUser, natsPassword, natsReaderPassword, natsCreds    string
+	natsCA, natsCert, natsKey                                string
+	natsName, natsClusterName, natsClusterListen, natsRoutes string
 	leaseTTL                                                 time.Duration
 	logLevel, logFormat                                      string
 
@@ -42,6 +46,17 @@ func runFlags(fs *flag.FlagSet) *runOptions {
 	fs.StringVar(&o.dataDir, "data-dir", "./sniper-data", "where the embedded NATS server keeps the event log")
 	fs.StringVar(&o.natsURL, "nats-url", "", "use this NATS server or cluster (e.g. nats://a:4222,nats://b:4222) instead of the embedded one")
 	fs.StringVar(&o.natsListen, "nats-listen", "127.0.0.1:4222", "address of the embedded NATS server's client port, for the nats CLI")
+	fs.StringVar(&o.natsUser, "nats-user", "", "NATS user: the one to log in as with --nats-url; for the embedded server, its own user (full access, the routes' too), which every client must then use")
+	fs.StringVar(&o.natsPassword, "nats-password", "", "password of --nats-user (prefer SNIPER_NATS_PASSWORD)")
+	fs.StringVar(&o.natsReaderPassword, "nats-reader-password", "", "embedded server with --nats-user: also let the user 'reader' in with this password, read-only (the nats CLI's inspection commands)")
+	fs.StringVar(&o.natsCreds, "nats-creds", "", "with --nats-url: log in with this creds file (JWT and nkey seed)")
+	fs.StringVar(&o.natsCA, "nats-ca", "", "with --nats-url: trust the servers' TLS certificates signed by this CA file")
+	fs.StringVar(&o.natsCert, "nats-cert", "", "with --nats-url: present this TLS client certificate (with --nats-key)")
+	fs.StringVar(&o.natsKey, "nats-key", "", "the key file of --nats-cert")
+	fs.StringVar(&o.natsName, "nats-name", "", "name of the embedded NATS server in its cluster (default \"sniper\"; in a cluster also the instance name)")
+	fs.StringVar(&o.natsClusterName, "nats-cluster-name", "sniper", "name of the embedded servers' cluster, the same on every node")
+	fs.StringVar(&o.natsClusterListen, "nats-cluster-listen", "", "make the embedded server a node of a JetStream cluster of embedded servers, with its route listener here (host:port); anything but loopback needs --nats-user")
+	fs.StringVar(&o.natsRoutes, "nats-routes", "", "with --nats-cluster-listen: every node's route URL, comma separated (nats://h1:6222,nats://h2:6222,nats://h3:6222)")
 	fs.StringVar(&o.fsync, "fsync", "always", "embedded store: 'always' fsyncs every write; a duration (e.g. 1s) flushes at that interval, faster but an acknowledged write can be lost on power failure")
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", "address of the web UI and JSON API; anything but a loopback address needs --http-token")
 	fs.StringVar(&o.httpToken, "http-token", "", "token every API call must carry (Authorization: Bearer) and the page asks for once; required when --http is not loopback")
@@ -137,6 +152,18 @@ Flags:
 		DataDir: o.dataDir, NATSURL: o.natsURL, NATSListen: o.natsListen, Fsync: interval,
 		HTTPAddr: o.httpAddr, HTTPToken: o.httpToken, Replicas: o.replicas, CheckpointEvery: o.checkpointEvery, PassivateAfter: o.passivateAfter, Instance: o.instance, LeaseTTL: o.leaseTTL, Logger: logger, Fault: fault, AuctionDomain: o.auctionDomain,
 	}
+	cfg.NATSAuth = jetstream.ClientAuth{User: o.natsUser, Password: o.natsPassword, CredsFile: o.natsCreds, CAFile: o.natsCA, CertFile: o.natsCert, KeyFile: o.natsKey}
+	cfg.NATSReaderPassword, cfg.NATSName = o.natsReaderPassword, o.natsName
+	if o.natsClusterListen != "" {
+		if o.natsURL != "" {
+			fmt.Fprintln(stderr, "sniper run: --nats-cluster-listen clusters the embedded server; it cannot go with --nats-url")
+			return 2
+		}
+		cfg.NATSCluster = &jetstream.ClusterConfig{Name: o.natsClusterName, Listen: o.natsClusterListen, Routes: splitList(o.natsRoutes)}
+	} else if o.natsRoutes != "" {
+		fmt.Fprintln(stderr, "sniper run: --nats-routes needs --nats-cluster-listen")
+		return 2
+	}
 	var demo *demoHouse // the embedded auction house, without --xmpp-addr
 	if o.xmppAddr != "" {
 		mode, err := xmppclient.ParseTLSMode(o.xmppTLS)
@@ -154,7 +181,12 @@ Flags:
 		cfg.XMPP = demo.XMPP
 		cfg.OpenItems = demo.OpenItems
 	}
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// A cluster forming waits for its meta leader and enough peers.
+	startBound := 30 * time.Second
+	if cfg.NATSCluster != nil || o.replicas > 1 {
+		startBound = 90 * time.Second
+	}
+	startCtx, cancel := context.WithTimeout(ctx, startBound)
 	a, err := app.Start(startCtx, cfg)
 	cancel()
 	if err != nil {
@@ -175,6 +207,17 @@ Flags:
 	defer cancel()
 	a.Stop(stopCtx)
 	return code
+}
+
+// splitList splits a comma separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func parseFsync(v string) (time.Duration, error) {

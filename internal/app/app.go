@@ -31,6 +31,18 @@ type Config struct {
 	DataDir    string
 	NATSURL    string // empty: run the embedded server
 	NATSListen string
+	// NATSAuth is how the sniper logs in to an external NATS. For the
+	// embedded server, its User and Password are the server's own user
+	// (and its routes'), which every client must then use.
+	NATSAuth jetstream.ClientAuth
+	// NATSReaderPassword, with a NATSAuth user, opens the embedded server to
+	// the read-only user jetstream.ReaderUser.
+	NATSReaderPassword string
+	// NATSName names the embedded server (and, by default, the instance).
+	NATSName string
+	// NATSCluster, when set, makes the embedded server a node of a
+	// JetStream cluster of embedded servers.
+	NATSCluster *jetstream.ClusterConfig
 	// Fsync is the embedded store's flush interval; 0 flushes every write.
 	Fsync    time.Duration
 	HTTPAddr string
@@ -137,6 +149,9 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err := checkExposure(cfg.HTTPAddr, cfg.HTTPToken); err != nil {
 		return nil, err
 	}
+	if err := checkNATSExposure(cfg); err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			a.shutdown()
@@ -145,18 +160,20 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if cfg.NATSURL == "" {
 		a.server, err = jetstream.StartEmbedded(ctx, jetstream.EmbeddedConfig{
 			DataDir: cfg.DataDir, Listen: cfg.NATSListen, SyncInterval: cfg.Fsync, Logger: a.logger,
+			ServerName: cfg.NATSName, Cluster: cfg.NATSCluster,
+			Auth: jetstream.ServerAuth{User: cfg.NATSAuth.User, Password: cfg.NATSAuth.Password, ReaderPassword: cfg.NATSReaderPassword},
 		})
 		if err != nil {
 			return nil, err
 		}
 		a.nc, err = a.server.Connect("sniper")
 	} else {
-		a.nc, err = jetstream.Connect(ctx, cfg.NATSURL, "sniper", a.logger)
+		a.nc, err = jetstream.Connect(ctx, cfg.NATSURL, "sniper", cfg.NATSAuth, a.logger)
 	}
 	if err != nil {
 		return nil, err
 	}
-	a.log, err = jetstream.Open(ctx, a.nc, jetstream.StreamConfig{Replicas: cfg.Replicas})
+	a.log, err = jetstream.Open(ctx, a.nc, jetstream.StreamConfig{Replicas: cfg.Replicas, Logger: a.logger})
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +210,9 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 // start-up, for the first term.
 func (a *App) campaign(ctx context.Context, rec *jetstream.Recovery) error {
 	instance := a.cfg.Instance
+	if instance == "" && a.cfg.NATSCluster != nil && a.cfg.NATSName != "" {
+		instance = a.cfg.NATSName
+	}
 	if instance == "" {
 		instance = DefaultInstance(a.cfg.DataDir)
 	}

@@ -27,6 +27,36 @@ func checkExposure(addr, token string) error {
 	return fmt.Errorf("refusing to serve the API on %s, which is not a loopback address, without a token: set --http-token (or SNIPER_HTTP_TOKEN)", addr)
 }
 
+// checkNATSExposure refuses to open the embedded server's client or route
+// listener beyond loopback without credentials: whoever reaches the port
+// could append auction events, commands or decisions to the log,
+// bypassing the HTTP token and the XMPP sender check.
+func checkNATSExposure(cfg Config) error {
+	if cfg.NATSURL != "" || cfg.NATSAuth.User != "" {
+		if cfg.NATSURL == "" && cfg.NATSAuth.Password == "" {
+			return fmt.Errorf("--nats-user %q needs --nats-password (or SNIPER_NATS_PASSWORD)", cfg.NATSAuth.User)
+		}
+		return nil
+	}
+	if cfg.NATSReaderPassword != "" {
+		return fmt.Errorf("--nats-reader-password needs --nats-user and --nats-password: without them the embedded server is open to everyone")
+	}
+	listeners := map[string]string{"--nats-listen": cfg.NATSListen}
+	if cfg.NATSCluster != nil {
+		listeners["--nats-cluster-listen"] = cfg.NATSCluster.Listen
+	}
+	for flag, addr := range listeners {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", flag, addr, err)
+		}
+		if !isLoopback(host) {
+			return fmt.Errorf("refusing to open the event log on %s (%s), which is not a loopback address, without NATS credentials: set --nats-user and --nats-password (or SNIPER_NATS_USER, SNIPER_NATS_PASSWORD)", addr, flag)
+		}
+	}
+	return nil
+}
+
 func isLoopback(host string) bool {
 	if host == "localhost" {
 		return true

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"sniper/internal/app"
+	"sniper/jetstream"
 	"sniper/testkit"
 )
 
@@ -23,6 +26,49 @@ func TestServingBeyondLoopbackNeedsAToken(t *testing.T) {
 	_, err = app.Start(ctx, app.Config{DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", HTTPAddr: ":0", Logger: testkit.Logger(t)})
 	if err == nil {
 		t.Fatal("started on all interfaces without a token")
+	}
+}
+
+// The embedded NATS server's client and route listeners beyond loopback
+// need credentials; with them, the app starts and talks to its own server
+// as that user.
+func TestOpeningTheLogBeyondLoopbackNeedsCredentials(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	base := func() app.Config {
+		return app.Config{DataDir: t.TempDir(), NATSListen: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Logger: testkit.Logger(t)}
+	}
+	open := base()
+	open.NATSListen = "0.0.0.0:0"
+	if _, err := app.Start(ctx, open); err == nil || !strings.Contains(err.Error(), "--nats-user") || !strings.Contains(err.Error(), "--nats-listen") {
+		t.Errorf("embedded NATS on 0.0.0.0 without credentials: %v, want a refusal naming --nats-listen and --nats-user", err)
+	}
+	routes := base()
+	routes.NATSCluster = &jetstream.ClusterConfig{Listen: "0.0.0.0:0", Routes: []string{"nats://127.0.0.1:1"}}
+	if _, err := app.Start(ctx, routes); err == nil || !strings.Contains(err.Error(), "--nats-cluster-listen") {
+		t.Errorf("routes on 0.0.0.0 without credentials: %v, want a refusal naming --nats-cluster-listen", err)
+	}
+	noPassword := base()
+	noPassword.NATSAuth.User = "sniper"
+	if _, err := app.Start(ctx, noPassword); err == nil || !strings.Contains(err.Error(), "--nats-password") {
+		t.Errorf("a NATS user without a password: %v, want a refusal naming --nats-password", err)
+	}
+
+	closed := base()
+	closed.NATSListen = "0.0.0.0:0"
+	closed.NATSAuth = jetstream.ClientAuth{User: "sniper", Password: "s3cret"}
+	a, err := app.Start(ctx, closed)
+	if err != nil {
+		t.Fatalf("start with credentials: %v", err)
+	}
+	defer a.Stop(context.Background())
+	if !a.Active() {
+		t.Error("the app with credentials is not deciding")
+	}
+	port := a.NATSURL()[strings.LastIndex(a.NATSURL(), ":")+1:]
+	if nc, err := nats.Connect("nats://127.0.0.1:"+port, nats.MaxReconnects(0)); err == nil {
+		nc.Close()
+		t.Error("a client without credentials connected to the app's NATS server")
 	}
 }
 
