@@ -1,6 +1,8 @@
 package jetstream
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"os"
 
@@ -104,4 +106,51 @@ func (a ServerAuth) users() []*server.User {
 		users = append(users, &server.User{Username: ReaderUser, Password: a.ReaderPassword, Permissions: readerPermissions()})
 	}
 	return users
+}
+
+// Built-in users of a clustered embedded server.
+const (
+	// systemUser belongs to the system account, with a random password
+	// only this process knows: the active instance uses it to move the
+	// JetStream meta leader off its own server (Server.StepDownMeta).
+	systemUser = "_sniper_system"
+	// anonymousUser is who a client without credentials is: with auth
+	// off, anyone, with full access, as on a server without users; with
+	// auth on, nobody, allowed nothing.
+	anonymousUser = "_anonymous"
+)
+
+// clusterAccounts configures the users of a clustered server: a's, the
+// system user in the system account, and the anonymous user. With exactly
+// the global and the system account, nats-server enables JetStream for
+// the global account of a cluster node by itself; and since the anonymous
+// user is named, it adds no no-auth user of its own.
+func (a ServerAuth) clusterAccounts(opts *server.Options) (systemPassword string, err error) {
+	systemPassword, err = randomSecret()
+	if err != nil {
+		return "", err
+	}
+	anonymousPassword, err := randomSecret()
+	if err != nil {
+		return "", err
+	}
+	sys := server.NewAccount(server.DEFAULT_SYSTEM_ACCOUNT)
+	opts.Accounts = []*server.Account{sys}
+	opts.SystemAccount = server.DEFAULT_SYSTEM_ACCOUNT
+	anonymous := &server.User{Username: anonymousUser, Password: anonymousPassword}
+	if a.Enabled() {
+		deny := &server.SubjectPermission{Deny: []string{">"}}
+		anonymous.Permissions = &server.Permissions{Publish: deny, Subscribe: deny}
+	}
+	opts.Users = append([]*server.User{{Username: systemUser, Password: systemPassword, Account: sys}, anonymous}, a.users()...)
+	opts.NoAuthUser = anonymousUser
+	return systemPassword, nil
+}
+
+func randomSecret() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random password: %w", err)
+	}
+	return hex.EncodeToString(b), nil
 }

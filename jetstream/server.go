@@ -6,6 +6,7 @@ package jetstream
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,6 +58,9 @@ type Server struct {
 	ns     *server.Server
 	logger *slog.Logger
 	auth   ServerAuth
+	// systemPassword logs the system user in (StepDownMeta); "" unless
+	// clustered.
+	systemPassword string
 }
 
 // StartEmbedded starts a nats-server with JetStream storing under
@@ -92,8 +96,12 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Server, error) {
 		NoSigs:       true,
 		Users:        cfg.Auth.users(),
 	}
+	var systemPassword string
 	if cfg.Cluster != nil {
 		if err := clusterOptions(opts, *cfg.Cluster, cfg.Auth); err != nil {
+			return nil, err
+		}
+		if systemPassword, err = cfg.Auth.clusterAccounts(opts); err != nil {
 			return nil, err
 		}
 	}
@@ -116,7 +124,7 @@ func StartEmbedded(ctx context.Context, cfg EmbeddedConfig) (*Server, error) {
 		attrs = append(attrs, "name", name, "cluster", opts.Cluster.Name, "cluster_listen", cfg.Cluster.Listen, "routes", len(opts.Routes))
 	}
 	logger.Info("embedded nats-server started", attrs...)
-	return &Server{ns: ns, logger: logger, auth: cfg.Auth}, nil
+	return &Server{ns: ns, logger: logger, auth: cfg.Auth, systemPassword: systemPassword}, nil
 }
 
 // clusterOptions adds the cluster block to opts: the route listener and
@@ -177,6 +185,39 @@ func (s *Server) Connect(name string) (*nats.Conn, error) {
 		return nil, fmt.Errorf("connect in-process to embedded nats-server: %w", err)
 	}
 	return nc, nil
+}
+
+// StepDownMeta asks the JetStream meta leader to hand its leadership to
+// another node, if this clustered server holds it, and reports whether it
+// asked: the active instance does, so that its death costs the cluster no
+// meta election, which creating any reader (recovery, the followers)
+// waits for. It is a system account request, made as the server's own
+// system user.
+func (s *Server) StepDownMeta(ctx context.Context) (bool, error) {
+	if s.systemPassword == "" || !s.ns.JetStreamIsLeader() {
+		return false, nil
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(s.ns), nats.Name("sniper-system"), nats.UserInfo(systemUser, s.systemPassword))
+	if err != nil {
+		return false, fmt.Errorf("connect as the system user: %w", err)
+	}
+	defer nc.Close()
+	res, err := nc.RequestWithContext(ctx, "$JS.API.META.LEADER.STEPDOWN", []byte("{}"))
+	if err != nil {
+		return false, fmt.Errorf("meta leader step-down: %w", err)
+	}
+	var body struct {
+		Error *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(res.Data, &body); err != nil {
+		return false, fmt.Errorf("meta leader step-down: %w", err)
+	}
+	if body.Error != nil {
+		return false, fmt.Errorf("meta leader step-down: %s", body.Error.Description)
+	}
+	return true, nil
 }
 
 // Shutdown stops the server and waits until it has flushed its store.

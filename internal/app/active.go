@@ -15,6 +15,7 @@ import (
 
 	"sniper/actors"
 	"sniper/jetstream"
+	"sniper/messages"
 	"sniper/xmppclient"
 )
 
@@ -96,7 +97,8 @@ func (a *App) lead(ctx context.Context, term jetstream.Term, rec *jetstream.Reco
 	parts.stop(a)
 }
 
-// keepLeadersAway moves the log's raft leaders off this instance's own
+// keepLeadersAway moves the raft leaders (the log's, and the JetStream
+// meta group's, which creating a reader needs) off this instance's own
 // embedded server while it is active, now and every 10 s (leadership moves
 // with elections): when this machine dies, the log keeps its leaders and
 // the takeover waits for the lease only (jetstream.Log.StepDownFrom).
@@ -110,6 +112,11 @@ func (a *App) keepLeadersAway(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		moved, err := a.log.StepDownFrom(ctx, a.server.Name())
+		if meta, merr := a.server.StepDownMeta(ctx); merr != nil {
+			err = errors.Join(err, merr)
+		} else if meta {
+			moved = append(moved, "the JetStream meta group")
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			a.logger.Debug("cannot move the log's leaders off this server", "error", err)
@@ -152,7 +159,13 @@ func (a *App) startActive(ctx context.Context, term jetstream.Term, rec *jetstre
 	if err != nil {
 		return nil, err
 	}
-	a.logger.Info("claimed the unfinished auctions", "auctions", len(claimed))
+	written := 0
+	for _, d := range claimed {
+		if d.Type == messages.TypeClaim && d.By == term.Instance {
+			written++
+		}
+	}
+	a.logger.Info("claimed the unfinished auctions another instance decided last", "claims", written, "auctions", len(claimed))
 	deps := a.deps
 	deps.Recovered = &jetstream.Recovery{Decisions: claimed, Through: rec.Through}
 	parts := &active{}
