@@ -76,6 +76,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg StreamConfig) (*Log, error) {
 		return err
 	})
 	if err != nil {
+		if old, ierr := js.Stream(ctx, StreamName); ierr == nil {
+			if info := old.CachedInfo(); info != nil && info.Config.Replicas != cfg.Replicas {
+				return nil, fmt.Errorf("stream %s has %d replicas and --replicas asks for %d, which the cluster cannot make (%w): give it enough nodes, or set --replicas %d", StreamName, info.Config.Replicas, cfg.Replicas, err, info.Config.Replicas)
+			}
+		}
 		return nil, fmt.Errorf("create or update stream %s with %d replicas (--replicas): %w", StreamName, cfg.Replicas, err)
 	}
 	return &Log{nc: nc, js: js, stream: stream}, nil

@@ -854,3 +854,14 @@ func TestAvailable(t *testing.T) {
 		t.Errorf("closed: Available = %v, want ErrUnavailable", err)
 	}
 }
+
+// A single server cannot hold three replicas: asking an existing R1
+// stream for them fails with an error that names both numbers.
+func TestOpenReportsAReplicaCountTheServerCannotMake(t *testing.T) {
+	ctx := testContext(t)
+	n := testkit.StartNATS(t)
+	_, err := jetstream.Open(ctx, n.Conn, jetstream.StreamConfig{Replicas: 3})
+	if err == nil || !strings.Contains(err.Error(), "has 1 replicas and --replicas asks for 3") {
+		t.Fatalf("Open with --replicas 3 on one server: %v, want an error naming 1 and 3", err)
+	}
+}
