@@ -251,12 +251,18 @@ func TestKillSuiteAcrossAnEmbeddedCluster(t *testing.T) {
 	}
 
 	res := result{final: map[string]payload{}, kills: map[string]int{"external": killed}}
-	proc := c.anyAlive()
 	for _, item := range items {
-		evs, err := events(proc, "ha-"+item)
-		if err != nil {
-			t.Fatal(err)
-		}
+		// Any node answers; one just restarted may be slow to at first.
+		var evs []event
+		var err error
+		testkit.Eventually(t, 60*time.Second, func() bool {
+			proc := c.anyAlive()
+			if proc == nil {
+				return false
+			}
+			evs, err = events(proc, "ha-"+item)
+			return err == nil
+		}, "no node answered the history of ha-%s: %v", item, lazyErr(func() error { return err }))
 		if os.Getenv("FAULT_DEBUG") != "" {
 			var types []string
 			for _, e := range evs {
@@ -377,3 +383,8 @@ func TestEmbeddedClusterSurvivesTheDeathOfTheActiveInstance(t *testing.T) {
 		t.Errorf("%d duplicate messages on the wire, want at most one", dups)
 	}
 }
+
+// lazyErr formats the error when a failure message is printed.
+type lazyErr func() error
+
+func (l lazyErr) String() string { return fmt.Sprint(l()) }
