@@ -63,3 +63,5 @@ faults: deps
 BENCH_FLAGS ?=
 bench: deps
 	$(GO) run ./cmd/sniperbench -write $(BENCH_FLAGS)
+	@echo "A fenced decision commit, one at a time, on one embedded server (R1) and three clustered (R3), fsync always:"
+	$(GO) test -run XXX -bench BenchmarkCommitReplicas -benchtime 2000x -count 3 ./jetstream/ | grep -E '^Benchmark'
