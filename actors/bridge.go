@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nuid"
 	"mellium.im/xmpp/jid"
 
+	"sniper/internal/clip"
 	"sniper/jetstream"
 	"sniper/messages"
 	"sniper/xmppclient"
@@ -104,7 +105,7 @@ func (in *Inbound) Stop() { in.cancel() }
 func (in *Inbound) Deliver(from jid.JID, body string) {
 	item, ok := in.id.ItemOf(from)
 	if !ok {
-		in.deps.Logger.Warn("dropped a message from a sender that is not an auction", "from", from.String(), "body", truncate(body, 200))
+		in.deps.Logger.Warn("dropped a message from a sender that is not an auction", "from", from.String(), "body", clip.String(body, 200))
 		if in.observer != nil {
 			in.observer.Dropped(from.String())
 		}
@@ -112,7 +113,7 @@ func (in *Inbound) Deliver(from jid.JID, body string) {
 	}
 	if !in.isJoined(item) {
 		if in.ctx.Err() == nil {
-			in.deps.Logger.Warn("dropped a message from an auction the sniper never joined", "item", item, "from", from.String(), "body", truncate(body, 200))
+			in.deps.Logger.Warn("dropped a message from an auction the sniper never joined", "item", item, "from", from.String(), "body", clip.String(body, 200))
 			if in.observer != nil {
 				in.observer.Dropped(from.String())
 			}
@@ -495,11 +496,4 @@ func (o *Outbound) giveUp(item string, d jetstream.Delivery, body string, cause 
 	if _, err := o.deps.Log.Append(ctx, subject, rec, jetstream.WithMsgID(id)); err != nil {
 		o.log.Warn("cannot record the undelivered request", "item", item, "error", err)
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

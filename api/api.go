@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"sniper/auction"
+	"sniper/internal/clip"
 	"sniper/jetstream"
 	"sniper/messages"
 	"sniper/projection"
@@ -206,14 +207,14 @@ func parseStopPrice(raw json.RawMessage) (int64, error) {
 	// only a number literal is a stop price.
 	var n json.Number
 	if raw[0] == '"' {
-		return 0, fmt.Errorf("stop_price must be a positive integer, not a string: %s", truncate(string(raw), 40))
+		return 0, fmt.Errorf("stop_price must be a positive integer, not a string: %s", clip.String(string(raw), 40))
 	}
 	if err := json.Unmarshal(raw, &n); err != nil {
-		return 0, fmt.Errorf("stop_price must be a positive integer, got %s", truncate(string(raw), 40))
+		return 0, fmt.Errorf("stop_price must be a positive integer, got %s", clip.String(string(raw), 40))
 	}
 	v, err := n.Int64()
 	if err != nil || v <= 0 {
-		return 0, fmt.Errorf("stop_price must be a positive integer, got %s", truncate(n.String(), 40))
+		return 0, fmt.Errorf("stop_price must be a positive integer, got %s", clip.String(n.String(), 40))
 	}
 	return v, nil
 }
@@ -347,7 +348,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	// missing Content-Type is refused too: a cross-site fetch of a Blob
 	// sends none, without a preflight.
 	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
-		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json, got "+truncate(strconv.Quote(ct), 80))
+		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json, got "+clip.String(strconv.Quote(ct), 80))
 		return false
 	}
 	tooBig := func() bool {
@@ -407,13 +408,6 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 func methodNotAllowed(w http.ResponseWriter, allow string) {
 	w.Header().Set("Allow", allow)
 	writeError(w, http.StatusMethodNotAllowed, "method not allowed; use "+allow)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 // recoverer turns a handler panic into a 500 and a log line: nothing a

@@ -51,6 +51,7 @@ import (
 
 	"mellium.im/xmpp/jid"
 
+	"sniper/internal/clip"
 	"sniper/messages"
 	"sniper/xmppclient"
 )
@@ -560,7 +561,7 @@ func (h *House) handle(s *slot, l *listing, m inbound) {
 	}
 	cmd, err := parseCommand(m.body)
 	if err != nil {
-		log.Warn("message ignored", "body", truncate(m.body, 200), "err", err)
+		log.Warn("message ignored", "body", clip.String(m.body, 200), "err", err)
 		return
 	}
 	// The state is published before anyone is told: whoever gets the
@@ -605,7 +606,7 @@ func (h *House) pause(s *slot, l *listing) bool {
 			return true
 		case m := <-s.inbox:
 			if _, err := parseCommand(m.body); err != nil || m.from.Bare().Equal(s.self.Bare()) {
-				h.log.Warn("message ignored", "item", l.id, "from", m.from.String(), "body", truncate(m.body, 200), "err", err)
+				h.log.Warn("message ignored", "item", l.id, "from", m.from.String(), "body", clip.String(m.body, 200), "err", err)
 				continue
 			}
 			h.log.Info("command after the close: answered CLOSE", "item", l.id, "from", m.from.String())
@@ -626,13 +627,6 @@ func (h *House) send(s *slot, out []outgoing) {
 			h.log.Warn("message not sent", "item", s.id, "to", o.to.String(), "err", err)
 		}
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 // Renumber is a Config.NextID that numbers listings: the listing after

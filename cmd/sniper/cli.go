@@ -22,6 +22,7 @@ import (
 
 	"sniper/api"
 	"sniper/internal/cliflags"
+	"sniper/internal/clip"
 	"sniper/messages"
 )
 
@@ -308,16 +309,9 @@ func answerError(res *http.Response, data []byte) error {
 	}
 	msg := res.Status
 	if s := strings.TrimSpace(string(data)); s != "" {
-		msg += ": " + truncate(s, 200)
+		msg += ": " + clip.String(s, 200)
 	}
 	return &apiError{status: res.StatusCode, msg: msg}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 // oneLine keeps an error message on one line.

@@ -13,6 +13,7 @@ import (
 	"unicode"
 
 	"sniper/api"
+	"sniper/internal/clip"
 	"sniper/messages"
 )
 
@@ -78,7 +79,7 @@ func describeEvent(e api.Event) string {
 		By           string `json:"by"`
 	}
 	if err := json.Unmarshal(e.Data, &d); err != nil {
-		return fmt.Sprintf("%s (unreadable: %s)", clean(e.Type), clean(truncate(string(e.Data), 200)))
+		return fmt.Sprintf("%s (unreadable: %s)", clean(e.Type), clean(clip.String(string(e.Data), 200)))
 	}
 	switch e.Type {
 	case messages.TypeStart:
@@ -114,7 +115,7 @@ func describeEvent(e api.Event) string {
 		}
 		return now
 	}
-	return fmt.Sprintf("%s: %s", clean(e.Type), clean(truncate(string(e.Data), 200)))
+	return fmt.Sprintf("%s: %s", clean(e.Type), clean(clip.String(string(e.Data), 200)))
 }
 
 // isDecision reports whether e is one of the sniper's decisions
