@@ -94,7 +94,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		methodNotAllowed(w, "GET")
 		return
 	}
-	writeJSON(w, http.StatusOK, s.statusView(r.Context()))
+	WriteJSON(w, http.StatusOK, s.statusView(r.Context()))
 }
 
 // available answers 503 at once, and returns false, when the log cannot be
@@ -150,7 +150,7 @@ func (s *Server) snipers(w http.ResponseWriter, r *http.Request) {
 		for i, sn := range list {
 			out[i] = viewOf(sn)
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"snipers": out})
+		WriteJSON(w, http.StatusOK, map[string]any{"snipers": out})
 	case http.MethodPost:
 		s.join(w, r)
 	default:
@@ -193,10 +193,10 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// The command is in the log and will be decided; the client just
 		// does not get to see the first snapshot in time.
-		writeJSON(w, http.StatusAccepted, View{Item: req.Item, StopPrice: stop})
+		WriteJSON(w, http.StatusAccepted, View{Item: req.Item, StopPrice: stop})
 		return
 	}
-	writeJSON(w, status, viewOf(snap))
+	WriteJSON(w, status, viewOf(snap))
 }
 
 func parseStopPrice(raw json.RawMessage) (int64, error) {
@@ -231,7 +231,7 @@ func (s *Server) sniper(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusNotFound, "no sniper for "+item)
 			return
 		}
-		writeJSON(w, http.StatusOK, viewOf(snap))
+		WriteJSON(w, http.StatusOK, viewOf(snap))
 	case http.MethodDelete:
 		s.stop(w, r, item)
 	default:
@@ -246,7 +246,7 @@ func (s *Server) stop(w http.ResponseWriter, r *http.Request, item string) {
 		return
 	}
 	if snap.State.Terminal() {
-		writeJSON(w, http.StatusOK, viewOf(snap))
+		WriteJSON(w, http.StatusOK, viewOf(snap))
 		return
 	}
 	if !s.available(w, "stop "+item) {
@@ -260,10 +260,10 @@ func (s *Server) stop(w http.ResponseWriter, r *http.Request, item string) {
 	}
 	snap, err := s.View.Wait(ctx, item, func(s messages.DecisionEvent) bool { return s.State.Terminal() })
 	if err != nil {
-		writeJSON(w, http.StatusAccepted, viewOf(snap))
+		WriteJSON(w, http.StatusAccepted, viewOf(snap))
 		return
 	}
-	writeJSON(w, http.StatusOK, viewOf(snap))
+	WriteJSON(w, http.StatusOK, viewOf(snap))
 }
 
 // Event is one message of an auction's history.
@@ -308,7 +308,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		out[i] = Event{Seq: rec.Seq, Type: typ, Subject: kind + "." + typ, Time: rec.Time.UTC().Format(time.RFC3339Nano), Data: data}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": out})
+	WriteJSON(w, http.StatusOK, map[string]any{"events": out})
 }
 
 func itemFrom(w http.ResponseWriter, r *http.Request) (string, bool) {
@@ -394,7 +394,9 @@ func isJSON(contentType string) bool {
 	return err == nil && mt == "application/json"
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// WriteJSON answers with v as JSON: how every JSON answer of the sniper's
+// HTTP server is written (the API's, and the app's probes and 401s).
+func WriteJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
@@ -402,7 +404,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
+	WriteJSON(w, status, map[string]string{"error": msg})
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) {

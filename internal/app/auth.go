@@ -2,12 +2,13 @@ package app
 
 import (
 	"crypto/subtle"
-	"encoding/json"
 	"fmt"
 	"html/template"
 	"net"
 	"net/http"
 	"strings"
+
+	"sniper/api"
 )
 
 // tokenCookie carries the token for the page, whose EventSource cannot
@@ -91,9 +92,7 @@ func requireToken(token string, next http.Handler) http.Handler {
 		}
 		if strings.HasPrefix(r.URL.Path, "/api/") || r.URL.Path == "/metrics" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sniper"`)
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusUnauthorized)
-			_ = json.NewEncoder(w).Encode(map[string]string{"error": "missing or wrong token: send Authorization: Bearer <token>"})
+			api.WriteJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong token: send Authorization: Bearer <token>"})
 			return
 		}
 		http.Redirect(w, r, "/login", http.StatusSeeOther)

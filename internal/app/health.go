@@ -92,7 +92,7 @@ func (a *App) Readiness(ctx context.Context) api.Status {
 }
 
 func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+	api.WriteJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 }
 
 func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
@@ -101,13 +101,7 @@ func (a *App) readyz(w http.ResponseWriter, r *http.Request) {
 	if !st.Ready {
 		status, word = http.StatusServiceUnavailable, "not ready"
 	}
-	writeJSON(w, status, map[string]any{"status": word, "role": st.Role, "instance": st.Instance, "active": st.Active, "checks": st.Checks})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	api.WriteJSON(w, status, map[string]any{"status": word, "role": st.Role, "instance": st.Instance, "active": st.Active, "checks": st.Checks})
 }
 
 // writeHealth remembers whether the log took the actors' last write
