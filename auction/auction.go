@@ -4,7 +4,10 @@
 // decisions; the actors around it persist and replay them (see DESIGN).
 package auction
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // State is where a sniper stands in its auction, in the words of GOOS.
 type State string
@@ -30,14 +33,13 @@ func (s State) Terminal() bool {
 	return false
 }
 
-// Valid reports whether s is one of the named states.
-func (s State) Valid() bool {
-	switch s {
-	case Joining, Bidding, Winning, Losing, Won, Lost, Failed, Stopped:
-		return true
-	}
-	return false
+// States lists every named state, in the order a sniper goes through them.
+func States() []State {
+	return []State{Joining, Bidding, Winning, Losing, Won, Lost, Failed, Stopped}
 }
+
+// Valid reports whether s is one of the named states.
+func (s State) Valid() bool { return slices.Contains(States(), s) }
 
 // Snapshot is everything the core knows about one sniper. It is the state
 // the actors persist after every decision.

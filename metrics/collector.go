@@ -65,7 +65,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	counts := c.states.CountByState()
-	for _, st := range []auction.State{auction.Joining, auction.Bidding, auction.Winning, auction.Losing, auction.Won, auction.Lost, auction.Failed, auction.Stopped} {
+	for _, st := range auction.States() {
 		ch <- prometheus.MustNewConstMetric(c.snipers, prometheus.GaugeValue, float64(counts[st]), string(st))
 	}
 	for name, n := range c.backlogs.Backlogs() {
