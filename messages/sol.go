@@ -27,21 +27,24 @@ type AuctionEvent struct {
 }
 
 // EncodeJoin is the sniper's request to join an auction.
-func EncodeJoin() string { return "SOLVersion: 1.1; Command: JOIN;" }
+func EncodeJoin() string { return solHeader + "Command: JOIN;" }
+
+// solHeader opens every message: the version field.
+const solHeader = "SOLVersion: " + SOLVersion + "; "
 
 // EncodeBid is the sniper's bid at price.
 func EncodeBid(price int64) string {
-	return "SOLVersion: 1.1; Command: BID; Price: " + strconv.FormatInt(price, 10) + ";"
+	return solHeader + "Command: BID; Price: " + strconv.FormatInt(price, 10) + ";"
 }
 
 // EncodePrice and EncodeClose are the auction house's side of SOL, used by
 // the simulated auction house and by tests.
 func EncodePrice(price, increment int64, bidder string) string {
-	return fmt.Sprintf("SOLVersion: 1.1; Event: PRICE; CurrentPrice: %d; Increment: %d; Bidder: %s;", price, increment, bidder)
+	return fmt.Sprintf(solHeader+"Event: PRICE; CurrentPrice: %d; Increment: %d; Bidder: %s;", price, increment, bidder)
 }
 
 // EncodeClose announces the end of an auction.
-func EncodeClose() string { return "SOLVersion: 1.1; Event: CLOSE;" }
+func EncodeClose() string { return solHeader + "Event: CLOSE;" }
 
 // DecodeAuctionEvent parses a message from the auction house. Every error
 // wraps ErrMalformed and names the field at fault, because the text ends up

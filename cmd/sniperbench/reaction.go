@@ -15,18 +15,16 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"mellium.im/xmpp/jid"
+
+	"sniper/messages"
 )
 
-// SOL 1.1 bodies as an auction house writes them (see testkit/fakeauction.go).
-const solJoin = "SOLVersion: 1.1; Command: JOIN;"
+// SOL 1.1 bodies as an auction house writes them, from the sniper's codec.
+var solJoin = messages.EncodeJoin()
 
-func solPrice(price, increment int64) string {
-	return fmt.Sprintf("SOLVersion: 1.1; Event: PRICE; CurrentPrice: %d; Increment: %d; Bidder: other;", price, increment)
-}
+func solPrice(price, increment int64) string { return messages.EncodePrice(price, increment, "other") }
 
-func solBid(price int64) string {
-	return fmt.Sprintf("SOLVersion: 1.1; Command: BID; Price: %d;", price)
-}
+func solBid(price int64) string { return messages.EncodeBid(price) }
 
 // answerTimeout bounds the wait for one answer (echo or BID) in a closed
 // loop: far beyond any sane reaction, short enough to never hang a run.
