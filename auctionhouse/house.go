@@ -52,6 +52,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"sniper/internal/clip"
+	"sniper/internal/logging"
 	"sniper/messages"
 	"sniper/xmppclient"
 )
@@ -361,7 +362,7 @@ func (h *House) connect(s *slot, id string) error {
 	up := make(chan struct{}, 1)
 	conn := xmppclient.New(xmppclient.Config{
 		Addr: h.cfg.XMPPAddr, JID: self.String(), Password: pw, TLS: h.cfg.TLS, RootCAs: h.cfg.RootCAs,
-		Logger:     slog.New(quieter{h.log.Handler()}).With("item", id),
+		Logger:     slog.New(logging.Quieter(h.log.Handler())).With("item", id),
 		MaxBackoff: 2 * time.Second,
 		OnStateChange: func(connected bool) {
 			if connected {
@@ -639,28 +640,4 @@ func Renumber(prev string, round int) string {
 		base = prev[:i]
 	}
 	return base + "-" + strconv.Itoa(round)
-}
-
-// quieter passes records on with INFO lowered to DEBUG: the auction
-// sessions' connects and disconnects are plumbing next to the auctions'
-// own lines (warnings and errors keep their level).
-type quieter struct{ slog.Handler }
-
-func (q quieter) Enabled(ctx context.Context, l slog.Level) bool {
-	return q.Handler.Enabled(ctx, q.level(l))
-}
-
-func (q quieter) Handle(ctx context.Context, r slog.Record) error {
-	r.Level = q.level(r.Level)
-	return q.Handler.Handle(ctx, r)
-}
-
-func (q quieter) WithAttrs(as []slog.Attr) slog.Handler { return quieter{q.Handler.WithAttrs(as)} }
-func (q quieter) WithGroup(name string) slog.Handler    { return quieter{q.Handler.WithGroup(name)} }
-
-func (quieter) level(l slog.Level) slog.Level {
-	if l == slog.LevelInfo {
-		return slog.LevelDebug
-	}
-	return l
 }

@@ -14,6 +14,7 @@ import (
 	"mellium.im/xmpp/jid"
 
 	"sniper/auctionhouse"
+	"sniper/internal/logging"
 	"sniper/xmppclient"
 	"sniper/xmppserver"
 )
@@ -93,7 +94,7 @@ func startDemo(ctx context.Context, logger *slog.Logger, stderr io.Writer, snipe
 		}
 	}
 
-	srv, err := xmppserver.Start(context.Background(), xmppserver.Config{Addr: "127.0.0.1:0", Domain: domain, Logger: slog.New(quieter{logger.Handler()})})
+	srv, err := xmppserver.Start(context.Background(), xmppserver.Config{Addr: "127.0.0.1:0", Domain: domain, Logger: slog.New(logging.Quieter(logger.Handler()))})
 	if err != nil {
 		logger.Error("embedded XMPP server did not start", "error", err)
 		return nil, 1
@@ -207,28 +208,4 @@ func randomTag() string {
 		b[i] = 'a' + b[i]%26
 	}
 	return string(b[:])
-}
-
-// quieter passes records on with INFO lowered to DEBUG: the embedded
-// server's session comings and goings are plumbing next to the sniper's
-// and the auctions' own lines (warnings and errors keep their level).
-type quieter struct{ slog.Handler }
-
-func (q quieter) Enabled(ctx context.Context, l slog.Level) bool {
-	return q.Handler.Enabled(ctx, quieterLevel(l))
-}
-
-func (q quieter) Handle(ctx context.Context, r slog.Record) error {
-	r.Level = quieterLevel(r.Level)
-	return q.Handler.Handle(ctx, r)
-}
-
-func (q quieter) WithAttrs(as []slog.Attr) slog.Handler { return quieter{q.Handler.WithAttrs(as)} }
-func (q quieter) WithGroup(name string) slog.Handler    { return quieter{q.Handler.WithGroup(name)} }
-
-func quieterLevel(l slog.Level) slog.Level {
-	if l == slog.LevelInfo {
-		return slog.LevelDebug
-	}
-	return l
 }
