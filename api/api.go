@@ -25,10 +25,45 @@ import (
 // MaxBodyBytes caps request bodies; larger ones get 413.
 const MaxBodyBytes = 64 << 10
 
+// Log is what the API asks of the event log: commands are appends,
+// an auction's history is a read. *jetstream.Log is one.
+type Log interface {
+	// Available returns nil when the log can be reached right now, and an
+	// error wrapping jetstream.ErrUnavailable otherwise: commands check it
+	// first and answer 503 at once instead of waiting out their timeout.
+	Available() error
+	// Append writes payload as JSON to subject and returns its sequence.
+	// With jetstream.FirstOfSubject it fails with jetstream.ErrExists when
+	// the subject holds a message already; a full log fails it with
+	// jetstream.ErrFull.
+	Append(ctx context.Context, subject string, payload any, opts ...jetstream.AppendOption) (uint64, error)
+	// History returns every message of item's auction in log order.
+	History(ctx context.Context, item string) ([]jetstream.Record, error)
+}
+
+// Projection is what the API reads the snipers from: the last decision of
+// every auction, as of the log some moments ago. *projection.View is one.
+type Projection interface {
+	// Get returns item's last decision, if it has one.
+	Get(item string) (messages.DecisionEvent, bool)
+	// List returns every auction's last decision, ordered by item.
+	List() []messages.DecisionEvent
+	// Wait blocks until item's last decision satisfies ok, or ctx ends.
+	Wait(ctx context.Context, item string, ok func(messages.DecisionEvent) bool) (messages.DecisionEvent, error)
+	// Subscribe delivers every new decision until the subscription is
+	// closed, or closes its channel when the subscriber falls behind.
+	Subscribe() *projection.Subscription
+}
+
+var (
+	_ Log        = (*jetstream.Log)(nil)
+	_ Projection = (*projection.View)(nil)
+)
+
 // Server serves the JSON API.
 type Server struct {
-	Log    *jetstream.Log
-	View   *projection.View
+	Log    Log
+	View   Projection
 	Logger *slog.Logger
 	// CommandTimeout bounds how long a command waits for the log and for
 	// its effect to show; past it the client gets 503, never a hang.

@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -10,57 +9,23 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"sniper/actors"
 	"sniper/api"
-	"sniper/jetstream"
-	"sniper/projection"
 	"sniper/testkit"
 )
 
-// newHandler serves the API over a real embedded NATS server, with the
-// projection and the sniper actors running, as `sniper run` wires them.
+// newHandler serves the API over the fake log and view, with playSniper
+// deciding what is appended: a start command shows as a Joining sniper.
 // A fuzz target must not log through f (testing panics), so it passes a
 // logger of its own.
 func newHandler(t testing.TB, logger *slog.Logger) http.Handler {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	srv, err := jetstream.StartEmbedded(ctx, jetstream.EmbeddedConfig{
-		DataDir: t.TempDir(), Listen: "127.0.0.1:0", SyncInterval: time.Minute, Logger: logger,
-	})
-	if err != nil {
-		t.Fatalf("start embedded nats: %v", err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect("api-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	log, err := jetstream.Open(ctx, nc, jetstream.StreamConfig{})
-	if err != nil {
-		t.Fatalf("open log: %v", err)
-	}
-	view, err := projection.Start(ctx, log, logger, nil)
-	if err != nil {
-		t.Fatalf("start projection: %v", err)
-	}
-	t.Cleanup(view.Stop)
-	sys, err := actors.StartSystem(ctx, actors.Deps{Log: log, Logger: logger})
-	if err != nil {
-		t.Fatalf("start actors: %v", err)
-	}
-	// Cleanups run last-in first-out: actors, projection, connection, server.
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), actors.DefaultDrainGrace)
-		defer cancel()
-		sys.Stop(ctx)
-	})
+	log, view := newFakes(t)
 	s := &api.Server{Log: log, View: view, Logger: logger, CommandTimeout: 5 * time.Second}
 	return s.Handler()
 }
@@ -150,10 +115,10 @@ func TestValidJoinOracle(t *testing.T) {
 // or get a server error other than 503, every refusal is a JSON error,
 // and only a valid request creates or finds a sniper.
 //
-// Run it with a bound on minimization: each valid input it tries starts a
-// real sniper, so the default minute per input stalls the run:
+// It runs on the fakes (no NATS server, no actors), so it needs no bound
+// on minimization:
 //
-//	go test -run '^$' -fuzz FuzzJoinRequest -fuzztime 60s -fuzzminimizetime 20x ./api/
+//	go test -run '^$' -fuzz FuzzJoinRequest -fuzztime 60s ./api/
 func FuzzJoinRequest(f *testing.F) {
 	// More seeds live in testdata/fuzz/FuzzJoinRequest.
 	f.Add([]byte(`{"item":"item-54321","stop_price":1100}`))
@@ -232,3 +197,56 @@ func TestHandlerSurvivesBodyReadErrors(t *testing.T) {
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// TestJoinStopAndHistory: a join creates a sniper (201) and a second finds
+// it (200) with its first stop price; a stop waits for the sniper to stop;
+// the history is the auction's messages in log order.
+func TestJoinStopAndHistory(t *testing.T) {
+	h := newHandler(t, testkit.Logger(t))
+	do := func(method, path, body string) (int, []byte) {
+		t.Helper()
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.Bytes()
+	}
+	sniper := func(data []byte) api.View {
+		t.Helper()
+		var v api.View
+		if err := json.Unmarshal(data, &v); err != nil {
+			t.Fatalf("%s: %v", data, err)
+		}
+		return v
+	}
+	code, data := do(http.MethodPost, "/api/snipers", `{"item":"item-1","stop_price":1100}`)
+	if v := sniper(data); code != http.StatusCreated || v.Item != "item-1" || v.State != "Joining" || v.StopPrice != 1100 {
+		t.Fatalf("join: %d %s, want 201 item-1 Joining at 1100", code, data)
+	}
+	code, data = do(http.MethodPost, "/api/snipers", `{"item":"item-1","stop_price":5000}`)
+	if v := sniper(data); code != http.StatusOK || v.State != "Joining" || v.StopPrice != 1100 {
+		t.Fatalf("second join: %d %s, want 200 Joining at the first stop price 1100", code, data)
+	}
+	code, data = do(http.MethodDelete, "/api/snipers/item-1", "")
+	if v := sniper(data); code != http.StatusOK || v.State != "Stopped" {
+		t.Fatalf("stop: %d %s, want 200 Stopped", code, data)
+	}
+	code, data = do(http.MethodGet, "/api/snipers/item-1/events", "")
+	var history struct{ Events []api.Event }
+	if err := json.Unmarshal(data, &history); code != http.StatusOK || err != nil {
+		t.Fatalf("history: %d %s (%v)", code, data, err)
+	}
+	var got []string
+	for i, e := range history.Events {
+		got = append(got, e.Subject)
+		if i > 0 && e.Seq <= history.Events[i-1].Seq {
+			t.Errorf("history out of order: %+v", history.Events)
+		}
+	}
+	if want := []string{"cmd.start", "dec.join", "cmd.stop", "dec.state"}; !slices.Equal(got, want) {
+		t.Errorf("history = %v, want %v", got, want)
+	}
+	if code, data := do(http.MethodGet, "/api/snipers/item-2/events", ""); code != http.StatusNotFound {
+		t.Errorf("history of an unknown item: %d %s, want 404", code, data)
+	}
+}

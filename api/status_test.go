@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,11 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"sniper/api"
 	"sniper/jetstream"
-	"sniper/projection"
 	"sniper/testkit"
 )
 
@@ -52,37 +50,18 @@ func (f *fakeStatus) set(ready bool, checks ...api.Check) {
 	f.changed = make(chan struct{})
 }
 
-// statusServer serves the API over a real log and projection (no actors),
-// with st as its status; it returns the server and the NATS connection
-// the API talks through.
-func statusServer(t *testing.T, st *fakeStatus) (*httptest.Server, *nats.Conn) {
+// statusServer serves the API over the fake log and view, with st as its
+// status; it returns the server and the log, which the test can take down.
+func statusServer(t *testing.T, st *fakeStatus) (*httptest.Server, *fakeLog) {
 	t.Helper()
-	n := testkit.StartNATS(t)
-	// A connection of the API's own, so the test can close it.
-	nc, err := n.Server.Connect("api-status-test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	log, err := jetstream.Open(ctx, nc, jetstream.StreamConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := testkit.Logger(t)
-	view, err := projection.Start(ctx, log, logger, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(view.Stop)
-	s := &api.Server{Log: log, View: view, Logger: logger, CommandTimeout: 5 * time.Second}
+	log, view := newFakes(t)
+	s := &api.Server{Log: log, View: view, Logger: testkit.Logger(t), CommandTimeout: 5 * time.Second}
 	if st != nil {
 		s.Status, s.StatusChanged = st.Status, st.Changed
 	}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
-	return srv, nc
+	return srv, log
 }
 
 func getBody(t *testing.T, url string) (int, string) {
@@ -190,8 +169,9 @@ func TestStreamSendsStatusChanges(t *testing.T) {
 // at once instead of waiting out the command timeout; reads of the cached
 // state still answer.
 func TestCommandsFailFastWithoutTheLog(t *testing.T) {
-	srv, nc := statusServer(t, nil)
-	nc.Close()
+	srv, log := statusServer(t, nil)
+	// What jetstream.Log.Available says once the connection is closed.
+	log.setDown(fmt.Errorf("%w: not connected to NATS (CLOSED)", jetstream.ErrUnavailable))
 	for _, c := range []struct{ method, path, body string }{
 		{http.MethodPost, "/api/snipers", `{"item":"item-1","stop_price":100}`},
 		{http.MethodGet, "/api/snipers/item-1/events", ""},

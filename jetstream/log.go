@@ -153,25 +153,34 @@ func WithMsgID(id string) AppendOption { return func(o *appendOpts) { o.msgID = 
 // holds a message: how "start" stays once-only even across instances.
 func FirstOfSubject() AppendOption { return func(o *appendOpts) { o.firstOfSub = true } }
 
-// Append writes one JSON payload to subject and returns its sequence.
-func (l *Log) Append(ctx context.Context, subject string, payload any, opts ...AppendOption) (uint64, error) {
+// AppendOptions says what opts ask of an append: the message id (WithMsgID,
+// "" for none) and whether it must be the first on its subject
+// (FirstOfSubject). It is for other implementations of Append, such as an
+// in-memory log in a test, which cannot read the options' fields.
+func AppendOptions(opts ...AppendOption) (msgID string, firstOfSubject bool) {
 	var o appendOpts
 	for _, opt := range opts {
 		opt(&o)
 	}
+	return o.msgID, o.firstOfSub
+}
+
+// Append writes one JSON payload to subject and returns its sequence.
+func (l *Log) Append(ctx context.Context, subject string, payload any, opts ...AppendOption) (uint64, error) {
+	msgID, firstOfSub := AppendOptions(opts...)
 	data, err := json.Marshal(payload)
 	if err != nil {
 		return 0, fmt.Errorf("encode %s: %w", subject, err)
 	}
 	var pubOpts []jetstream.PublishOpt
-	if o.msgID != "" {
-		pubOpts = append(pubOpts, jetstream.WithMsgID(o.msgID))
+	if msgID != "" {
+		pubOpts = append(pubOpts, jetstream.WithMsgID(msgID))
 	}
-	if o.firstOfSub {
+	if firstOfSub {
 		pubOpts = append(pubOpts, jetstream.WithExpectLastSequencePerSubject(0))
 	}
 	ack, err := l.js.Publish(ctx, subject, data, pubOpts...)
-	for attempt := 1; err != nil && o.firstOfSub && isWrongLastSequence(err); attempt++ {
+	for attempt := 1; err != nil && firstOfSub && isWrongLastSequence(err); attempt++ {
 		// On a replicated stream 10164 also means "another write to this
 		// subject is in flight", which may yet fail: only a stored message
 		// makes this one a duplicate.

@@ -25,7 +25,8 @@ type View struct {
 	snaps   map[string]messages.DecisionEvent
 	lastSeq uint64
 	changed chan struct{} // closed and replaced on every change
-	subs    map[*Subscription]struct{}
+	// subs holds the channel each subscription's C receives from.
+	subs map[*Subscription]chan messages.DecisionEvent
 
 	stop context.CancelFunc // ends the follower
 	done chan struct{}      // closed when the follower has ended
@@ -44,7 +45,7 @@ func Start(ctx context.Context, log *jetstream.Log, logger *slog.Logger, rec *je
 		rec = &r
 	}
 	v := &View{logger: logger, snaps: make(map[string]messages.DecisionEvent, len(rec.Decisions)), changed: make(chan struct{}),
-		subs: map[*Subscription]struct{}{}, lastSeq: rec.Through}
+		subs: map[*Subscription]chan messages.DecisionEvent{}, lastSeq: rec.Through}
 	for _, d := range rec.Decisions {
 		v.snaps[d.Item] = d.DecisionEvent
 	}
@@ -81,14 +82,14 @@ func (v *View) apply(d jetstream.Delivery) {
 	v.lastSeq = d.Seq
 	close(v.changed)
 	v.changed = make(chan struct{})
-	for sub := range v.subs {
+	for sub, ch := range v.subs {
 		select {
-		case sub.ch <- s:
+		case ch <- s:
 		default:
 			// A subscriber that cannot keep up is cut off rather than
 			// allowed to hold the projection back; it resyncs on reconnect.
 			delete(v.subs, sub)
-			close(sub.ch)
+			close(ch)
 		}
 	}
 }
@@ -99,9 +100,9 @@ func (v *View) Stop() {
 	<-v.done
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	for sub := range v.subs {
+	for sub, ch := range v.subs {
 		delete(v.subs, sub)
-		close(sub.ch)
+		close(ch)
 	}
 }
 
@@ -145,32 +146,42 @@ func (v *View) Wait(ctx context.Context, item string, ok func(messages.DecisionE
 
 // Subscription delivers every new snapshot until it is closed.
 type Subscription struct {
-	ch chan messages.DecisionEvent
-	v  *View
+	c    <-chan messages.DecisionEvent
+	once sync.Once
+	stop func()
+}
+
+// NewSubscription makes a Subscription whose C is c and whose first Close
+// calls stop. It is for other implementations of the view's reads, such as
+// a test's in-memory view; a View's own come from Subscribe.
+func NewSubscription(c <-chan messages.DecisionEvent, stop func()) *Subscription {
+	return &Subscription{c: c, stop: stop}
 }
 
 // Subscribe starts a subscription; the current state is List().
 func (v *View) Subscribe() *Subscription {
-	sub := &Subscription{ch: make(chan messages.DecisionEvent, 256), v: v}
+	ch := make(chan messages.DecisionEvent, 256)
+	var sub *Subscription
+	sub = NewSubscription(ch, func() {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		if _, ok := v.subs[sub]; ok { // not cut off or stopped already
+			delete(v.subs, sub)
+			close(ch)
+		}
+	})
 	v.mu.Lock()
-	v.subs[sub] = struct{}{}
+	v.subs[sub] = ch
 	v.mu.Unlock()
 	return sub
 }
 
 // C delivers snapshots; it is closed when the subscriber fell behind or the
 // view stopped.
-func (s *Subscription) C() <-chan messages.DecisionEvent { return s.ch }
+func (s *Subscription) C() <-chan messages.DecisionEvent { return s.c }
 
 // Close ends the subscription.
-func (s *Subscription) Close() {
-	s.v.mu.Lock()
-	defer s.v.mu.Unlock()
-	if _, ok := s.v.subs[s]; ok {
-		delete(s.v.subs, s)
-		close(s.ch)
-	}
-}
+func (s *Subscription) Close() { s.once.Do(s.stop) }
 
 // CountByState counts the snipers in each state, for metrics.
 func (v *View) CountByState() map[auction.State]int {
