@@ -79,18 +79,20 @@ func (a ServerAuth) Enabled() bool { return a.User != "" }
 func readerPermissions() *server.Permissions {
 	return &server.Permissions{
 		Publish: &server.SubjectPermission{Allow: []string{
-			"$JS.API.INFO",                // nats account info
-			"$JS.API.STREAM.NAMES",        // nats stream ls
-			"$JS.API.STREAM.LIST",         // nats stream report
-			"$JS.API.STREAM.INFO.>",       // nats stream info, subjects
-			"$JS.API.STREAM.MSG.GET.>",    // nats stream get
-			"$JS.API.DIRECT.GET.>",        // the same from any replica, nats kv get
-			"$JS.API.CONSUMER.NAMES.>",    // nats consumer ls
-			"$JS.API.CONSUMER.LIST.>",     // nats consumer report
-			"$JS.API.CONSUMER.INFO.>",     // nats consumer info
-			"$JS.API.CONSUMER.CREATE.>",   // the ordered consumer of nats stream view
-			"$JS.API.CONSUMER.MSG.NEXT.>", // pulling from it
-			"$JS.FC.>",                    // flow control of a push consumer
+			"$JS.API.INFO",                 // nats account info
+			"$JS.API.STREAM.NAMES",         // nats stream ls
+			"$JS.API.STREAM.LIST",          // nats stream report
+			"$JS.API.STREAM.INFO.>",        // nats stream info, subjects
+			"$JS.API.STREAM.MSG.GET.>",     // nats stream get
+			"$JS.API.DIRECT.GET.>",         // the same from any replica, nats kv get
+			"$JS.API.CONSUMER.NAMES.>",     // nats consumer ls
+			"$JS.API.CONSUMER.LIST.>",      // nats consumer report
+			"$JS.API.CONSUMER.INFO.>",      // nats consumer info
+			"$JS.API.CONSUMER.CREATE.>",    // the ordered consumer of nats stream view
+			"$JS.API.CONSUMER.MSG.NEXT.>",  // pulling from it
+			"$JS.FC.>",                     // flow control of a push consumer
+			"$JS.ACK." + StreamName + ".>", // nats stream view acks what it reads (its own consumer's state only)
+			"$SYS.REQ.USER.INFO",           // nats account info
 		}},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>", "sniper.>", "$KV.SNIPER_ACTIVE.>"}},
 	}
