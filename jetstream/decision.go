@@ -228,15 +228,16 @@ func (l *Log) ClaimAll(ctx context.Context, last []StoredDecision, by string, te
 		for _, p := range inFlight {
 			select {
 			case ack := <-p.ack.Ok():
-				out = append(out, StoredDecision{Seq: ack.Sequence, DecisionEvent: messages.NewClaim(p.from.DecisionEvent, by)})
-				if ack.Duplicate {
-					// Stored before in this term: read back what is there.
-					d, err := l.LastDecision(ctx, p.from.Item)
-					if err != nil {
-						return nil, fmt.Errorf("claim %s: %w", p.from.Item, err)
-					}
-					out[len(out)-1] = d
+				if !ack.Duplicate {
+					out = append(out, StoredDecision{Seq: ack.Sequence, DecisionEvent: messages.NewClaim(p.from.DecisionEvent, by)})
+					continue
 				}
+				// Stored before in this term: read back what is there.
+				d, err := l.LastDecision(ctx, p.from.Item)
+				if err != nil {
+					return nil, fmt.Errorf("claim %s: %w", p.from.Item, err)
+				}
+				out = append(out, d)
 			case err := <-p.ack.Err():
 				if !isWrongLastSequence(err) {
 					return nil, fmt.Errorf("claim %s: %w", p.from.Item, err)
