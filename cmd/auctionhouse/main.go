@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"sniper/auctionhouse"
-	"sniper/internal/cliflags"
+	"sniper/internal/config"
 	"sniper/internal/logging"
 	"sniper/messages"
 	"sniper/xmppclient"
@@ -70,13 +70,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
-		cliflags.Print(fs.Output(), fs, envName)
+		loader.PrintFlags(fs.Output(), fs)
 	}
 	usageErr := func(err error) int {
 		fmt.Fprintf(stderr, "auctionhouse: %v\nRun 'auctionhouse --help' for usage.\n", err)
 		return 2
 	}
-	if err := parseFlags(fs, args); err != nil {
+	if _, err := loader.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			_, _ = stdout.Write(usageOut.Bytes())
 			return 0
@@ -169,31 +169,6 @@ func parseItems(v string) ([]string, error) {
 	return ids, nil
 }
 
-// parseFlags parses args, then fills every flag not given on the command
-// line from AUCTIONHOUSE_<NAME> in the environment.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if given[f.Name] {
-			return
-		}
-		if v, ok := os.LookupEnv(envName(f.Name)); ok {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
-}
-
-func envName(flagName string) string {
-	return "AUCTIONHOUSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
-}
+// loader reads every flag not given on the command line from
+// AUCTIONHOUSE_<NAME> in the environment.
+var loader = config.Loader{EnvPrefix: "AUCTIONHOUSE"}

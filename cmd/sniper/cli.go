@@ -14,14 +14,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"sniper/api"
-	"sniper/internal/cliflags"
 	"sniper/internal/clip"
 	"sniper/messages"
 )
@@ -58,10 +56,6 @@ func (c *clientFlags) add(fs *flag.FlagSet) {
 	fs.BoolVar(&c.json, "json", false, "print JSON, for scripts, instead of a table")
 }
 
-// verbEnv names the variables flags are read from where that is not
-// SNIPER_<FLAG NAME>.
-var verbEnv = map[string]string{"token": tokenEnv}
-
 // verb is what a client command needs to parse its command line.
 type verb struct {
 	name     string // "join"
@@ -82,12 +76,7 @@ func newVerb(name, synopsis, about string) *verb {
 
 func (v *verb) usage(w io.Writer) {
 	fmt.Fprintf(w, "Usage: sniper %s [flags]\n\n%s\nFlags (each also read from the environment, as shown; flags win):\n", v.synopsis, v.about)
-	cliflags.Print(w, v.fs, func(name string) string {
-		if e, ok := verbEnv[name]; ok {
-			return e
-		}
-		return envName(name)
-	})
+	loader.PrintFlags(w, v.fs)
 }
 
 // parse parses the command line, flags before and after the positional
@@ -116,20 +105,8 @@ func (v *verb) parse(args []string) error {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	if err := parseFlags(fs, nil); err != nil {
+	if _, err := loader.Fill(fs); err != nil {
 		return usageError{err.Error()}
-	}
-	for name, env := range verbEnv {
-		if given[name] || fs.Lookup(name) == nil {
-			continue
-		}
-		if val, ok := os.LookupEnv(env); ok {
-			if err := fs.Set(name, val); err != nil {
-				return usagef("%s=%q: %v", env, val, err)
-			}
-		}
 	}
 	v.args = pos
 	return nil

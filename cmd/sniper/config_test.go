@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sniper/internal/config"
 )
 
 // writeConfig writes a config file into a temp dir and returns its path.
@@ -27,12 +29,12 @@ func writeConfig(t *testing.T, text string) string {
 }
 
 // parseRun parses args with the flags of `sniper run`.
-func parseRun(t *testing.T, args ...string) (*runOptions, map[string]source, error) {
+func parseRun(t *testing.T, args ...string) (*runOptions, config.Sources, error) {
 	t.Helper()
 	fs := flag.NewFlagSet("sniper run", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	o := runFlags(fs)
-	src, err := parseFlagsFrom(fs, args, nil)
+	src, err := loader.Parse(fs, args)
 	return o, src, err
 }
 
@@ -71,12 +73,12 @@ checkpoint-every = "2s"
 		env  bool
 		args []string
 		want string
-		src  source
+		src  config.Source
 	}{
-		{"default", false, nil, "127.0.0.1:8080", source{kind: sourceDefault}},
-		{"file", false, []string{"--config", file}, "127.0.0.1:1001", source{sourceFile, file}},
-		{"env", true, []string{"--config", file}, "127.0.0.1:1002", source{sourceEnv, "SNIPER_HTTP"}},
-		{"flag", true, []string{"--config", file, "--http", "127.0.0.1:1003"}, "127.0.0.1:1003", source{kind: sourceFlag}},
+		{"default", false, nil, "127.0.0.1:8080", config.Source{Kind: config.FromDefault}},
+		{"file", false, []string{"--config", file}, "127.0.0.1:1001", config.Source{Kind: config.FromFile, Detail: file}},
+		{"env", true, []string{"--config", file}, "127.0.0.1:1002", config.Source{Kind: config.FromEnv, Detail: "SNIPER_HTTP"}},
+		{"flag", true, []string{"--config", file, "--http", "127.0.0.1:1003"}, "127.0.0.1:1003", config.Source{Kind: config.FromFlag}},
 	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
@@ -106,7 +108,7 @@ checkpoint-every = "2s"
 	if o.replicas != 3 || o.checkpointEvery != 2*time.Second || o.dataDir != "./sniper-data" {
 		t.Errorf("replicas %d, checkpoint-every %s, data-dir %q; want 3, 2s from the file and the default data dir", o.replicas, o.checkpointEvery, o.dataDir)
 	}
-	if src["replicas"].kind != sourceFile || src["data-dir"].kind != sourceDefault || src[configFlag].kind != sourceFlag {
+	if src["replicas"].Kind != config.FromFile || src["data-dir"].Kind != config.FromDefault || src[configFlag].Kind != config.FromFlag {
 		t.Errorf("sources %v", src)
 	}
 }
@@ -120,7 +122,7 @@ func TestConfigFileFromSNIPER_CONFIG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.dataDir != "/from/env/file" || src["data-dir"] != (source{sourceFile, envFile}) || src[configFlag] != (source{sourceEnv, "SNIPER_CONFIG"}) {
+	if o.dataDir != "/from/env/file" || src["data-dir"] != (config.Source{Kind: config.FromFile, Detail: envFile}) || src[configFlag] != (config.Source{Kind: config.FromEnv, Detail: "SNIPER_CONFIG"}) {
 		t.Errorf("SNIPER_CONFIG: data-dir %q from %v, config from %v", o.dataDir, src["data-dir"], src[configFlag])
 	}
 	// --config beats SNIPER_CONFIG like any flag its variable.
@@ -252,8 +254,8 @@ func TestConfigMasksSecrets(t *testing.T) {
 		c := sniperConfigJSON(t, "--config", f)
 		data, _ := json.Marshal(c)
 		check("sniper config --json", string(data), "")
-		if c.Values["xmpp-password"] != masked || c.Sources["xmpp-password"] != wantSrc {
-			t.Errorf("sniper config --json: xmpp-password %v from %q, want %q from %q", c.Values["xmpp-password"], c.Sources["xmpp-password"], masked, wantSrc)
+		if c.Values["xmpp-password"] != config.Masked || c.Sources["xmpp-password"] != wantSrc {
+			t.Errorf("sniper config --json: xmpp-password %v from %q, want %q from %q", c.Values["xmpp-password"], c.Sources["xmpp-password"], config.Masked, wantSrc)
 		}
 	}
 	// Also on the command line, and in error messages.
@@ -279,7 +281,7 @@ func TestConfigMasksSecrets(t *testing.T) {
 	runFlags(fs)
 	var secrets []string
 	fs.VisitAll(func(f *flag.Flag) {
-		if isSecret(f.Name) {
+		if config.IsSecret(f.Name) {
 			value := "s3cr3t-of-" + f.Name
 			secrets = append(secrets, value)
 			t.Setenv(envName(f.Name), value)
@@ -298,8 +300,8 @@ func TestConfigMasksSecrets(t *testing.T) {
 	}
 
 	for name, secret := range map[string]bool{"xmpp-password": true, "http-token": true, "token": true, "data-dir": false, "http": false} {
-		if isSecret(name) != secret {
-			t.Errorf("isSecret(%q) = %v", name, !secret)
+		if config.IsSecret(name) != secret {
+			t.Errorf("config.IsSecret(%q) = %v", name, !secret)
 		}
 	}
 }
@@ -315,7 +317,7 @@ checkpoint-every = "1m30s"
 log-format = "json"
 `)
 	t.Setenv("SNIPER_NATS_URL", "nats://a:4222,nats://b:4222")
-	t.Setenv("SNIPER_XMPP_PASSWORD", "pw") // masked: its line is commented out
+	t.Setenv("SNIPER_XMPP_PASSWORD", "pw") // config.Masked: its line is commented out
 	args := []string{"--config", f, "--fsync", "250ms", "--xmpp-tls", "off"}
 	code, out, errOut := runCLI(t, append([]string{"config"}, args...)...)
 	if code != 0 {

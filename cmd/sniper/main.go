@@ -80,16 +80,3 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "sniper: unknown command %q\n\n%s", cmd, usage)
 	return 2
 }
-
-func envName(flagName string) string {
-	b := []byte("SNIPER_" + flagName)
-	for i, c := range b {
-		switch {
-		case c == '-':
-			b[i] = '_'
-		case c >= 'a' && c <= 'z':
-			b[i] = c - 'a' + 'A'
-		}
-	}
-	return string(b)
-}

@@ -13,7 +13,6 @@ import (
 
 	"sniper/actors"
 	"sniper/internal/app"
-	"sniper/internal/cliflags"
 	"sniper/internal/logging"
 	"sniper/jetstream"
 	"sniper/xmppclient"
@@ -122,7 +121,7 @@ from.
 
 Flags:
 `)
-		cliflags.Print(fs.Output(), fs, envName)
+		loader.PrintFlags(fs.Output(), fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
