@@ -1,6 +1,8 @@
 package acceptance
 
 import (
+	"sniper/api"
+
 	"context"
 	"fmt"
 	"os"
@@ -157,7 +159,7 @@ func loseTheStreamLeader(t *testing.T, crash bool) {
 		lazy(func() any { return auction.CountBids(1110) }), lazy(func() any { return auction.CountBids(1210) }))
 	bids := time.Since(lost)
 	// The API answers from the projection, which follows the decisions.
-	var shown testkit.SniperView
+	var shown api.View
 	testkit.Eventually(t, failoverWait, func() bool {
 		shown, _ = run.Sniper(item1)
 		return shown.State == "Bidding" && shown.LastPrice == 1200 && shown.LastBid == 1210

@@ -2,14 +2,15 @@ package testkit
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"sniper/api"
+	"sniper/api/client"
 	"sniper/internal/app"
 	"sniper/xmppclient"
 )
@@ -28,25 +29,6 @@ func SniperJID(p *Prosody) string { return SniperUser + "@" + p.Domain() + "/" +
 // to stop the sniper.
 const NoStopPrice = 1_000_000_000
 
-// SniperView is a sniper as the API shows it.
-type SniperView struct {
-	Item      string `json:"item"`
-	State     string `json:"state"`
-	LastPrice int64  `json:"last_price"`
-	LastBid   int64  `json:"last_bid"`
-	StopPrice int64  `json:"stop_price"`
-	Reason    string `json:"reason"`
-	InputSeq  uint64 `json:"input_seq"`
-}
-
-// EventView is one entry of an auction's history as the API shows it.
-type EventView struct {
-	Seq  uint64          `json:"seq"`
-	Type string          `json:"type"`
-	Time string          `json:"time"`
-	Data json.RawMessage `json:"data"`
-}
-
 // ApplicationRunner runs the sniper in-process, wired exactly as `sniper
 // run` wires it, against a real Prosody, and drives it through its HTTP
 // API like a user would (GOOS's ApplicationRunner).
@@ -54,6 +36,8 @@ type ApplicationRunner struct {
 	t       testing.TB
 	DataDir string
 	App     *app.App
+	// Client calls the app's API, as the CLI does.
+	Client  *client.Client
 	prosody *Prosody
 }
 
@@ -81,7 +65,11 @@ func StartApplication(t testing.TB, p *Prosody, dataDir string, opts ...func(*ap
 	if err != nil {
 		t.Fatalf("start the sniper: %v", err)
 	}
-	r := &ApplicationRunner{t: t, DataDir: dataDir, App: a, prosody: p}
+	c, err := client.New(a.HTTPURL(), cfg.HTTPToken)
+	if err != nil {
+		t.Fatalf("API client: %v", err)
+	}
+	r := &ApplicationRunner{t: t, DataDir: dataDir, App: a, Client: c, prosody: p}
 	t.Cleanup(r.Stop)
 	return r
 }
@@ -115,54 +103,44 @@ func (r *ApplicationRunner) StartBiddingWithStopPrice(a *FakeAuctionServer, stop
 	r.HasShownSniper(a.Item(), "Joining", 0, 0)
 }
 
-// Do makes an API request and returns the status and body.
+// Do makes an API request and returns the status and body, whatever the
+// status.
 func (r *ApplicationRunner) Do(method, path, body string) (int, []byte) {
 	r.t.Helper()
-	var rd io.Reader
+	var data []byte
 	if body != "" {
-		rd = strings.NewReader(body)
+		data = []byte(body)
 	}
-	req, err := http.NewRequest(method, r.App.HTTPURL()+path, rd)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := http.DefaultClient.Do(req)
+	ctx, cancel := context.WithTimeout(context.Background(), client.DefaultTimeout)
+	defer cancel()
+	status, answer, err := r.Client.Send(ctx, method, path, data)
 	if err != nil {
 		r.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	defer res.Body.Close()
-	data, _ := io.ReadAll(res.Body)
-	return res.StatusCode, data
+	return status, answer
 }
 
 // Sniper returns the API's view of item, if it exists.
-func (r *ApplicationRunner) Sniper(item string) (SniperView, bool) {
+func (r *ApplicationRunner) Sniper(item string) (api.View, bool) {
 	r.t.Helper()
-	status, body := r.Do(http.MethodGet, "/api/snipers/"+item, "")
-	if status == http.StatusNotFound {
-		return SniperView{}, false
+	v, err := r.Client.Sniper(context.Background(), item)
+	if errors.Is(err, client.ErrNotFound) {
+		return api.View{}, false
 	}
-	var v SniperView
-	if status != http.StatusOK || json.Unmarshal(body, &v) != nil {
-		r.t.Fatalf("GET sniper %s: %d %s", item, status, body)
+	if err != nil {
+		r.t.Fatalf("GET sniper %s: %v", item, err)
 	}
 	return v, true
 }
 
 // Events returns item's history from the API.
-func (r *ApplicationRunner) Events(item string) []EventView {
+func (r *ApplicationRunner) Events(item string) []api.Event {
 	r.t.Helper()
-	status, body := r.Do(http.MethodGet, "/api/snipers/"+item+"/events", "")
-	var out struct {
-		Events []EventView `json:"events"`
+	events, _, err := r.Client.History(context.Background(), item)
+	if err != nil {
+		r.t.Fatalf("GET events of %s: %v", item, err)
 	}
-	if status != http.StatusOK || json.Unmarshal(body, &out) != nil {
-		r.t.Fatalf("GET events of %s: %d %s", item, status, body)
-	}
-	return out.Events
+	return events
 }
 
 // EventsOfType counts item's history entries of one type.
@@ -178,21 +156,15 @@ func (r *ApplicationRunner) EventsOfType(item, typ string) int {
 
 // HasShownSniper waits until the API shows item in state with the given
 // prices.
-func (r *ApplicationRunner) HasShownSniper(item, state string, lastPrice, lastBid int64) SniperView {
+func (r *ApplicationRunner) HasShownSniper(item, state string, lastPrice, lastBid int64) api.View {
 	r.t.Helper()
-	var last SniperView
-	deadline := time.Now().Add(WaitTimeout)
-	for {
+	var last api.View
+	Eventually(r.t, WaitTimeout, func() bool {
 		v, ok := r.Sniper(item)
 		last = v
-		if ok && v.State == state && v.LastPrice == lastPrice && v.LastBid == lastBid {
-			return v
-		}
-		if time.Now().After(deadline) {
-			r.t.Fatalf("sniper for %s never showed %s(%d, %d); last shown: %+v", item, state, lastPrice, lastBid, last)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return ok && string(v.State) == state && v.LastPrice == lastPrice && v.LastBid == lastBid
+	}, "sniper for %s never showed %s(%d, %d); last shown: %+v", item, state, lastPrice, lastBid, &last)
+	return last
 }
 
 // The GOOS ApplicationRunner's vocabulary.
@@ -228,9 +200,9 @@ func (r *ApplicationRunner) HasShownSniperHasLostAuction(a *FakeAuctionServer, l
 }
 
 // HasShownSniperHasFailed waits for Failed, whatever the prices.
-func (r *ApplicationRunner) HasShownSniperHasFailed(a *FakeAuctionServer) SniperView {
+func (r *ApplicationRunner) HasShownSniperHasFailed(a *FakeAuctionServer) api.View {
 	r.t.Helper()
-	var last SniperView
+	var last api.View
 	Eventually(r.t, WaitTimeout, func() bool {
 		v, _ := r.Sniper(a.Item())
 		last = v

@@ -1,6 +1,8 @@
 package testkit
 
 import (
+	"sniper/api/client"
+
 	"bufio"
 	"context"
 	"encoding/json"
@@ -55,6 +57,7 @@ type SniperProcess struct {
 	t       testing.TB
 	cmd     *exec.Cmd
 	URL     string // the HTTP API, once started
+	client  *client.Client
 	LogPath string
 
 	done     chan struct{}
@@ -118,7 +121,11 @@ func LaunchSniper(t testing.TB, args []string, env ...string) *SniperProcess {
 func (p *SniperProcess) WaitServing(timeout time.Duration) error {
 	select {
 	case url := <-p.started:
-		p.URL = url
+		c, err := client.New(url, "")
+		if err != nil {
+			return fmt.Errorf("the sniper says it serves at %q: %w", url, err)
+		}
+		p.URL, p.client = url, c
 		return nil
 	case <-p.done:
 		return fmt.Errorf("sniper exited (%d) before serving; log:\n%s", p.exitCode, p.LogTail(40))
@@ -214,35 +221,17 @@ func (p *SniperProcess) Exited() bool {
 	}
 }
 
-// Get fetches path from the API and decodes the JSON answer into v.
+// Client is a client of the process's API (once WaitServing).
+func (p *SniperProcess) Client() *client.Client { return p.client }
+
+// Get fetches path from the API and decodes the JSON answer (a 2xx) into v.
 func (p *SniperProcess) Get(ctx context.Context, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL+path, nil)
-	if err != nil {
-		return err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(res.Body)
-		return fmt.Errorf("GET %s: %d %s", path, res.StatusCode, body)
-	}
-	return json.NewDecoder(res.Body).Decode(v)
+	_, err := p.Client().GetJSON(ctx, path, v)
+	return err
 }
 
 // Post sends a JSON body and returns the status code.
 func (p *SniperProcess) Post(ctx context.Context, path, body string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.URL+path, strings.NewReader(body))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	res.Body.Close()
-	return res.StatusCode, nil
+	status, _, err := p.Client().Send(ctx, http.MethodPost, path, []byte(body))
+	return status, err
 }

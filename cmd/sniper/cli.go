@@ -11,15 +11,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"sniper/api"
+	"sniper/api/client"
 	"sniper/internal/clip"
 	"sniper/messages"
 )
@@ -142,13 +139,13 @@ func itemArg(item string) error {
 
 // runVerb parses args for v, runs body and turns its error into the one
 // line and the exit status: 2 for usage, 1 for anything else.
-func runVerb(v *verb, args []string, stdout, stderr io.Writer, body func(c *client) error) int {
+func runVerb(v *verb, args []string, stdout, stderr io.Writer, body func(c *client.Client) error) int {
 	err := v.parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		v.usage(stdout)
 		return 0
 	}
-	var c *client
+	var c *client.Client
 	if err == nil {
 		c, err = newClient(v.flags.api, v.flags.token)
 	}
@@ -167,152 +164,9 @@ func runVerb(v *verb, args []string, stdout, stderr io.Writer, body func(c *clie
 	return 1
 }
 
-// ---- the client ----
-
-// client calls the API of one running sniper.
-type client struct {
-	base  string // without a trailing slash
-	token string
-	http  *http.Client // bounded requests
-	live  *http.Client // the stream: no overall timeout
-}
-
-func newClient(base, token string) (*client, error) {
-	base = strings.TrimSpace(base)
-	if base != "" && !strings.Contains(base, "://") {
-		base = "http://" + base // --api 127.0.0.1:8080
-	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, usagef("--api must be an http:// or https:// URL, got %q", base)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.ResponseHeaderTimeout = requestTimeout
-	return &client{
-		base:  strings.TrimRight(base, "/"),
-		token: token,
-		http:  &http.Client{Timeout: requestTimeout, Transport: tr},
-		live:  &http.Client{Transport: tr},
-	}, nil
-}
-
-// apiError is an answer other than 2xx.
-type apiError struct {
-	status int
-	msg    string
-}
-
-func (e *apiError) Error() string { return e.msg }
-
-func (c *client) newRequest(ctx context.Context, method, path string, body []byte) (*http.Request, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "sniper-cli")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	return req, nil
-}
-
-// do sends one request and returns the status and body of a 2xx answer;
-// anything else is an error saying what went wrong in one line.
-func (c *client) do(ctx context.Context, method, path string, body []byte) (int, []byte, error) {
-	req, err := c.newRequest(ctx, method, path, body)
-	if err != nil {
-		return 0, nil, err
-	}
-	res, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, c.transportError(err)
-	}
-	defer res.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBytes))
-	if err != nil {
-		return 0, nil, fmt.Errorf("reading the answer from %s: %w", c.base, c.transportError(err))
-	}
-	if res.StatusCode < 200 || res.StatusCode > 299 {
-		return res.StatusCode, nil, answerError(res, data)
-	}
-	return res.StatusCode, data, nil
-}
-
-// getJSON GETs path into v.
-func (c *client) getJSON(ctx context.Context, path string, v any) ([]byte, error) {
-	_, data, err := c.do(ctx, http.MethodGet, path, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(data, v); err != nil {
-		return nil, fmt.Errorf("%s answered GET %s with something unexpected: %v", c.base, path, err)
-	}
-	return data, nil
-}
-
-// transportError says why the sniper could not be talked to.
-func (c *client) transportError(err error) error {
-	var ne net.Error
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("cannot reach the sniper at %s (is 'sniper run' running?)", c.base)
-	case errors.Is(err, context.Canceled):
-		return err
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
-		return fmt.Errorf("the sniper at %s did not answer within %s", c.base, requestTimeout)
-	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	return fmt.Errorf("cannot reach the sniper at %s: %v", c.base, err)
-}
-
-// answerError turns a non-2xx answer into its {"error"} message.
-func answerError(res *http.Response, data []byte) error {
-	var e struct {
-		Error string `json:"error"`
-	}
-	if json.Unmarshal(data, &e) == nil && e.Error != "" {
-		return &apiError{status: res.StatusCode, msg: e.Error}
-	}
-	msg := res.Status
-	if s := strings.TrimSpace(string(data)); s != "" {
-		msg += ": " + clip.String(s, 200)
-	}
-	return &apiError{status: res.StatusCode, msg: msg}
-}
-
 // oneLine keeps an error message on one line.
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(clean(s)), " ")
-}
-
-func requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, requestTimeout)
-}
-
-// command sends a join or a stop (what names it in errors) and decodes
-// the sniper the API answers with; data is the raw answer, for --json.
-func (c *client) command(ctx context.Context, method, path string, body []byte, what string) (status int, s api.View, data []byte, err error) {
-	ctx, cancel := requestContext(ctx)
-	defer cancel()
-	status, data, err = c.do(ctx, method, path, body)
-	if err != nil {
-		return 0, s, nil, err
-	}
-	if err := json.Unmarshal(data, &s); err != nil {
-		return 0, s, nil, fmt.Errorf("%s answered the %s with something unexpected: %v", c.base, what, err)
-	}
-	return status, s, data, nil
+	return strings.Join(strings.Fields(clip.Printable(s)), " ")
 }
 
 // ---- the verbs ----
@@ -323,7 +177,7 @@ outbids you, up to N. Joining an item already joined changes nothing (the
 first stop price stands) and says so.
 `)
 	stop := v.fs.Int64("stop-price", 0, "the most to bid, a positive integer (required)")
-	return runVerb(v, args, stdout, stderr, func(c *client) error {
+	return runVerb(v, args, stdout, stderr, func(c *client.Client) error {
 		if err := v.wantArgs("ITEM"); err != nil {
 			return err
 		}
@@ -337,21 +191,21 @@ first stop price stands) and says so.
 		if *stop <= 0 {
 			return usagef("--stop-price must be a positive integer, got %d", *stop)
 		}
-		body, _ := json.Marshal(map[string]any{"item": item, "stop_price": *stop})
-		status, s, data, err := c.command(ctx, http.MethodPost, "/api/snipers", body, "join")
+		a, err := c.Join(ctx, item, *stop)
 		if err != nil {
 			return err
 		}
+		status, s, data := a.Status, a.Sniper, a.Raw
 		if v.flags.json {
 			return writeRaw(stdout, data)
 		}
 		switch status {
 		case http.StatusCreated:
-			fmt.Fprintf(stdout, "joined %s: %s\n", clean(s.Item), describeView(s))
+			fmt.Fprintf(stdout, "joined %s: %s\n", clip.Printable(s.Item), client.DescribeView(s))
 		case http.StatusAccepted:
-			fmt.Fprintf(stdout, "join of %s accepted, stop price %d: in the log, not decided yet ('sniper list' shows it)\n", clean(item), *stop)
+			fmt.Fprintf(stdout, "join of %s accepted, stop price %d: in the log, not decided yet ('sniper list' shows it)\n", clip.Printable(item), *stop)
 		default:
-			fmt.Fprintf(stdout, "already joined %s: %s\n", clean(s.Item), describeView(s))
+			fmt.Fprintf(stdout, "already joined %s: %s\n", clip.Printable(s.Item), client.DescribeView(s))
 			if s.StopPrice != *stop {
 				fmt.Fprintf(stdout, "(the stop price stays %d: a sniper's stop price is set once)\n", s.StopPrice)
 			}
@@ -364,27 +218,22 @@ func cmdList(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	v := newVerb("list", "list", `Shows every sniper: its stop price, the auction's last price, the sniper's
 last bid and its state (with the reason when it Failed).
 `)
-	return runVerb(v, args, stdout, stderr, func(c *client) error {
+	return runVerb(v, args, stdout, stderr, func(c *client.Client) error {
 		if err := v.wantArgs(); err != nil {
 			return err
 		}
-		ctx, cancel := requestContext(ctx)
-		defer cancel()
-		var list struct {
-			Snipers []api.View `json:"snipers"`
-		}
-		data, err := c.getJSON(ctx, "/api/snipers", &list)
+		list, data, err := c.Snipers(ctx)
 		if err != nil {
 			return err
 		}
 		if v.flags.json {
 			return writeRaw(stdout, data)
 		}
-		if len(list.Snipers) == 0 {
+		if len(list) == 0 {
 			fmt.Fprintln(stdout, "no snipers yet: join an auction with 'sniper join ITEM --stop-price N'")
 			return nil
 		}
-		return writeTable(stdout, list.Snipers)
+		return client.WriteTable(stdout, list)
 	})
 }
 
@@ -392,7 +241,7 @@ func cmdStop(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	v := newVerb("stop", "stop ITEM", `Stops the sniper on ITEM: it bids no more. A sniper whose auction has
 already ended stays as it is.
 `)
-	return runVerb(v, args, stdout, stderr, func(c *client) error {
+	return runVerb(v, args, stdout, stderr, func(c *client.Client) error {
 		if err := v.wantArgs("ITEM"); err != nil {
 			return err
 		}
@@ -400,20 +249,21 @@ already ended stays as it is.
 		if err := itemArg(item); err != nil {
 			return err
 		}
-		status, s, data, err := c.command(ctx, http.MethodDelete, "/api/snipers/"+url.PathEscape(item), nil, "stop")
+		a, err := c.Stop(ctx, item)
 		if err != nil {
 			return err
 		}
+		status, s, data := a.Status, a.Sniper, a.Raw
 		if v.flags.json {
 			return writeRaw(stdout, data)
 		}
 		switch {
 		case status == http.StatusAccepted:
-			fmt.Fprintf(stdout, "stop of %s accepted: in the log, not decided yet (still %s)\n", clean(item), s.State)
+			fmt.Fprintf(stdout, "stop of %s accepted: in the log, not decided yet (still %s)\n", clip.Printable(item), s.State)
 		case s.State == "Stopped":
-			fmt.Fprintf(stdout, "stopped %s: %s\n", clean(s.Item), describeView(s))
+			fmt.Fprintf(stdout, "stopped %s: %s\n", clip.Printable(s.Item), client.DescribeView(s))
 		default:
-			fmt.Fprintf(stdout, "%s had already ended: %s\n", clean(s.Item), describeView(s))
+			fmt.Fprintf(stdout, "%s had already ended: %s\n", clip.Printable(s.Item), client.DescribeView(s))
 		}
 		return nil
 	})
@@ -427,7 +277,7 @@ With --at SEQ it travels back in time: the sniper's state as it was after
 event SEQ (its last decision up to there), and the events that led to it.
 `)
 	at := v.fs.Uint64("at", 0, "show the state as of the event numbered `SEQ`")
-	return runVerb(v, args, stdout, stderr, func(c *client) error {
+	return runVerb(v, args, stdout, stderr, func(c *client.Client) error {
 		if err := v.wantArgs("ITEM"); err != nil {
 			return err
 		}
@@ -439,21 +289,15 @@ event SEQ (its last decision up to there), and the events that led to it.
 		if timeTravel && *at == 0 {
 			return usagef("--at must be an event's sequence number, 1 or more")
 		}
-		ctx, cancel := requestContext(ctx)
-		defer cancel()
-		var hist struct {
-			Events []api.Event `json:"events"`
-		}
-		data, err := c.getJSON(ctx, "/api/snipers/"+url.PathEscape(item)+"/events", &hist)
+		events, data, err := c.History(ctx, item)
 		if err != nil {
 			return err
 		}
-		events := hist.Events
 		if !timeTravel {
 			if v.flags.json {
 				return writeRaw(stdout, data)
 			}
-			return writeHistory(stdout, events)
+			return client.WriteHistory(stdout, events)
 		}
 		if len(events) == 0 {
 			return fmt.Errorf("no events for %s", item)
@@ -479,18 +323,18 @@ event SEQ (its last decision up to there), and the events that led to it.
 				Events   []api.Event `json:"events"`
 			}{*at, state, stateSeq, upTo})
 		}
-		if err := writeHistory(stdout, upTo); err != nil {
+		if err := client.WriteHistory(stdout, upTo); err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout)
 		if state == nil {
-			fmt.Fprintf(stdout, "as of #%d: %s was not decided on yet\n", *at, clean(item))
+			fmt.Fprintf(stdout, "as of #%d: %s was not decided on yet\n", *at, clip.Printable(item))
 		} else {
-			fmt.Fprintf(stdout, "as of #%d: %s\n", *at, describeView(*state))
+			fmt.Fprintf(stdout, "as of #%d: %s\n", *at, client.DescribeView(*state))
 			fmt.Fprintf(stdout, "(its last decision up to #%d is #%d)\n", *at, stateSeq)
 		}
 		if later > 0 {
-			fmt.Fprintf(stdout, "%d later event%s, up to #%d: 'sniper history %s' shows them\n", later, plural(later), last, clean(item))
+			fmt.Fprintf(stdout, "%d later event%s, up to #%d: 'sniper history %s' shows them\n", later, plural(later), last, clip.Printable(item))
 		}
 		return nil
 	})
@@ -500,7 +344,7 @@ event SEQ (its last decision up to there), and the events that led to it.
 func stateAt(events []api.Event) (*api.View, uint64) {
 	for i := len(events) - 1; i >= 0; i-- {
 		e := events[i]
-		if !isDecision(e) {
+		if !client.IsDecision(e) {
 			continue
 		}
 		var s api.View
@@ -530,10 +374,15 @@ func writeJSONLine(w io.Writer, v any) error {
 	return json.NewEncoder(w).Encode(v)
 }
 
-// formatInt shows 0 as "-": no price or bid yet.
-func formatInt(n int64) string {
-	if n == 0 {
-		return "-"
+// newClient is the API client of a verb; a bad --api is a usage error.
+func newClient(base, token string) (*client.Client, error) {
+	c, err := client.New(base, token)
+	if errors.Is(err, client.ErrBadURL) {
+		return nil, usagef("--api must be an http:// or https:// URL, got %q", strings.TrimSpace(base))
 	}
-	return strconv.FormatInt(n, 10)
+	if err != nil {
+		return nil, err
+	}
+	c.UserAgent = "sniper-cli"
+	return c, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"sniper/internal/clip"
 	"sniper/internal/config"
 )
 
@@ -123,14 +124,14 @@ func cmdConfig(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	b.WriteString("# The configuration of 'sniper run'; saved to FILE, use it with --config FILE.\n")
 	b.WriteString("# A flag beats the environment, which beats the config file, which beats the default.\n")
 	if o.config != "" {
-		fmt.Fprintf(&b, "# Config file: %s (%s)\n", clean(o.config), clean(src[configFlag].String()))
+		fmt.Fprintf(&b, "# Config file: %s (%s)\n", clip.Printable(o.config), clip.Printable(src[configFlag].String()))
 	}
 	lines := make([]string, len(settings))
 	comments := make([]string, len(settings))
 	width := 0
 	for i, name := range settings {
 		lines[i] = tomlLine(name, values[name])
-		comments[i] = clean(src[name].String())
+		comments[i] = clip.Printable(src[name].String())
 		if config.IsSecret(name) {
 			if values[name] == config.Masked {
 				// Commented out: a saved copy must not set the secret to

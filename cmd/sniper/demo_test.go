@@ -1,6 +1,9 @@
 package main
 
 import (
+	"sniper/api"
+	"sniper/auction"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -53,8 +56,8 @@ func TestDemoWithoutAnXMPPServer(t *testing.T) {
 		t.Fatalf("join %s: %d %v", item, code, err)
 	}
 
-	var seen []string
-	var last testkit.SniperView
+	var seen []auction.State
+	var last api.View
 	// Polling the API, as a page would.
 	testkit.Eventually(t, 30*time.Second-time.Since(began), func() bool {
 		if err := p.Get(ctx, "/api/snipers/"+item, &last); err != nil {
@@ -73,7 +76,7 @@ func TestDemoWithoutAnXMPPServer(t *testing.T) {
 	// The history shows real bidding: the sniper's BIDs and the auction's
 	// PRICEs, simulated bidders' among them.
 	var hist struct {
-		Events []testkit.EventView `json:"events"`
+		Events []api.Event `json:"events"`
 	}
 	if err := p.Get(ctx, "/api/snipers/"+item+"/events", &hist); err != nil {
 		t.Fatal(err)

@@ -3,33 +3,22 @@ package main
 // sniper watch: the live table, from the API's Server-Sent Events stream.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"sniper/api"
+	"sniper/api/client"
+	"sniper/internal/clip"
 )
 
-const (
-	// The stream sends a keepalive every 15 s: three missed and the
-	// connection is taken for dead.
-	streamIdleTimeout = 45 * time.Second
-	minBackoff        = 100 * time.Millisecond
-	maxBackoff        = 5 * time.Second
-	// maxEventBytes caps one line of the stream.
-	maxEventBytes = 1 << 20
-	clearScreen   = "\x1b[H\x1b[2J"
-)
+const clearScreen = "\x1b[H\x1b[2J"
 
 func cmdWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	v := newVerb("watch", "watch", `Shows every sniper live, as the sniper decides, until Ctrl-C. On a terminal
@@ -38,7 +27,7 @@ one line. With --json each changed snapshot is one JSON line, as the API
 shows a sniper. The auction-house connection is shown when the service
 reports it. When the stream drops, watch reconnects with backoff.
 `)
-	return runVerb(v, args, stdout, stderr, func(c *client) error {
+	return runVerb(v, args, stdout, stderr, func(c *client.Client) error {
 		if err := v.wantArgs(); err != nil {
 			return err
 		}
@@ -65,7 +54,7 @@ func isTerminal(w io.Writer) bool {
 
 // watcher keeps the latest snapshot of every sniper and shows changes.
 type watcher struct {
-	c           *client
+	c           *client.Client
 	out, errOut io.Writer
 	json, tty   bool
 
@@ -77,123 +66,9 @@ type watcher struct {
 	dirty   bool   // the terminal view needs a redraw
 }
 
-// run streams until ctx ends, reconnecting with backoff. The first
-// connection failing is an error: there is nothing to watch.
+// run follows the stream until ctx ends (client.Watch).
 func (w *watcher) run(ctx context.Context) error {
-	backoff := minBackoff
-	everConnected := false
-	for {
-		connected, err := w.stream(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if connected {
-			everConnected, backoff = true, minBackoff
-		}
-		var ae *apiError
-		if !everConnected || (errors.As(err, &ae) && ae.status < 500) {
-			return err
-		}
-		w.lost(err, backoff)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		backoff = min(backoff*2, maxBackoff)
-	}
-}
-
-// stream reads one connection to /api/stream until it ends; connected
-// says whether the stream was opened at all.
-func (w *watcher) stream(parent context.Context) (connected bool, err error) {
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
-	req, err := w.c.newRequest(ctx, http.MethodGet, "/api/stream", nil)
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	res, err := w.c.live.Do(req)
-	if err != nil {
-		return false, w.c.transportError(err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		data, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
-		return false, answerError(res, data)
-	}
-	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
-		return false, fmt.Errorf("%s/api/stream is not an event stream (Content-Type %q)", w.c.base, ct)
-	}
-	var idled atomic.Bool
-	idle := time.AfterFunc(streamIdleTimeout, func() { idled.Store(true); cancel() })
-	defer idle.Stop()
-	w.connected()
-
-	br := bufio.NewReaderSize(res.Body, 64<<10)
-	var event string
-	var data bytes.Buffer
-	for {
-		line, err := readLine(br)
-		if err != nil {
-			switch {
-			case idled.Load():
-				return true, fmt.Errorf("nothing from %s for %s", w.c.base, streamIdleTimeout)
-			case errors.Is(err, io.EOF):
-				return true, fmt.Errorf("the sniper at %s ended the stream", w.c.base)
-			}
-			return true, w.c.transportError(err)
-		}
-		idle.Reset(streamIdleTimeout)
-		switch {
-		case line == "":
-			if data.Len() > 0 || event != "" {
-				w.dispatch(event, data.Bytes())
-			}
-			event = ""
-			data.Reset()
-			if br.Buffered() == 0 {
-				w.redraw() // a burst (the state at connect) is drawn once
-			}
-		case line[0] == ':': // a comment: keepalive
-		default:
-			field, value, _ := strings.Cut(line, ":")
-			value = strings.TrimPrefix(value, " ")
-			switch field {
-			case "event":
-				event = value
-			case "data":
-				if data.Len() > 0 {
-					data.WriteByte('\n')
-				}
-				data.WriteString(value)
-			}
-			// retry and id: the CLI has its own backoff and the stream
-			// resends the whole state on reconnect.
-		}
-	}
-}
-
-// readLine reads one line without its \n or \r\n, up to maxEventBytes.
-func readLine(br *bufio.Reader) (string, error) {
-	var buf []byte
-	for {
-		chunk, err := br.ReadSlice('\n')
-		buf = append(buf, chunk...)
-		if len(buf) > maxEventBytes {
-			return "", fmt.Errorf("a line of the stream is over %d bytes", maxEventBytes)
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		return strings.TrimSuffix(strings.TrimSuffix(string(buf), "\n"), "\r"), nil
-	}
+	return w.c.Watch(ctx, client.Watch{Opened: w.connected, Event: w.dispatch, Caught: w.redraw, Lost: w.lost})
 }
 
 func (w *watcher) connected() {
@@ -201,7 +76,7 @@ func (w *watcher) connected() {
 		w.dropped, w.lastErr, w.notice = false, "", ""
 		w.dirty = true
 		if !w.tty {
-			fmt.Fprintf(w.errOut, "sniper: watching %s again\n", w.c.base)
+			fmt.Fprintf(w.errOut, "sniper: watching %s again\n", w.c.Base())
 		}
 	}
 }
@@ -245,7 +120,7 @@ func (w *watcher) dispatch(event string, data []byte) {
 		case w.tty:
 			w.dirty = true
 		default:
-			fmt.Fprintf(w.out, "%s  %s  %s\n", now(), clean(s.Item), describeView(s))
+			fmt.Fprintf(w.out, "%s  %s  %s\n", now(), clip.Printable(s.Item), client.DescribeView(s))
 		}
 	case "status":
 		summary := statusSummary(data)
@@ -271,7 +146,7 @@ func (w *watcher) redraw() {
 	w.dirty = false
 	var b bytes.Buffer
 	b.WriteString(clearScreen)
-	fmt.Fprintf(&b, "sniper watch  %s  %s  (Ctrl-C to quit)\n", w.c.base, time.Now().Format("15:04:05"))
+	fmt.Fprintf(&b, "sniper watch  %s  %s  (Ctrl-C to quit)\n", w.c.Base(), time.Now().Format("15:04:05"))
 	if w.status != "" {
 		fmt.Fprintln(&b, w.status)
 	}
@@ -291,7 +166,7 @@ func (w *watcher) redraw() {
 		for i, item := range items {
 			list[i] = w.snipers[item]
 		}
-		_ = writeTable(&b, list)
+		_ = client.WriteTable(&b, list)
 	}
 	_, _ = w.out.Write(b.Bytes())
 }
@@ -328,7 +203,7 @@ func statusSummary(data []byte) string {
 	if len(bad) > 0 {
 		log = "event log: " + strings.Join(bad, "; ")
 	}
-	return clean(house + "; " + log)
+	return clip.Printable(house + "; " + log)
 }
 
 func now() string { return time.Now().Format("15:04:05.000") }

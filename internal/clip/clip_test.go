@@ -24,3 +24,17 @@ func TestString(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"item-1 bidder":   "item-1 bidder",
+		"ünïcødé":         "ünïcødé",
+		"a\x1b[2Jb":       `a\x1b[2Jb`,
+		"two\nlines\r":    `two\nlines\r`,
+		"tab\there\u200b": `tab\there\u200b`,
+	} {
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
