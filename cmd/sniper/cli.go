@@ -13,7 +13,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"sniper/api"
 	"sniper/api/client"
@@ -24,10 +23,6 @@ import (
 const (
 	// defaultAPI is where `sniper run` serves by default.
 	defaultAPI = "http://127.0.0.1:8080"
-	// requestTimeout bounds every request but the live stream.
-	requestTimeout = 10 * time.Second
-	// maxResponseBytes caps what the CLI reads of an answer.
-	maxResponseBytes = 32 << 20
 	// tokenEnv is the environment variable --token falls back to, shared
 	// with the server side.
 	tokenEnv = "SNIPER_HTTP_TOKEN"
