@@ -443,13 +443,16 @@ already ended stays as it is.
 }
 
 func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	v := newVerb("history", "history ITEM [--at SEQ]", `Shows ITEM's history from the log, one event a line: the local time, the
-event's sequence number in the log, and what happened.
+	v := newVerb("history", "history ITEM [--at SEQ] [--no-chart]", `Shows ITEM's history from the log, one event a line: the local time, the
+event's sequence number in the log, and what happened. Above them, unless
+--no-chart, a small chart of the auction: the price in the order of the
+log, the sniper's bids marked, the stop price as a line, and the outcome.
 
 With --at SEQ it travels back in time: the sniper's state as it was after
 event SEQ (its last decision up to there), and the events that led to it.
 `)
 	at := v.fs.Uint64("at", 0, "show the state as of the event numbered `SEQ`")
+	noChart := v.fs.Bool("no-chart", false, "leave out the chart of the auction above the events")
 	return runVerb(v, args, stdout, stderr, func(c *client) error {
 		if err := v.wantArgs("ITEM"); err != nil {
 			return err
@@ -475,6 +478,12 @@ event SEQ (its last decision up to there), and the events that led to it.
 		if !timeTravel {
 			if v.flags.json {
 				return writeRaw(stdout, data)
+			}
+			if !*noChart && len(events) > 0 {
+				if err := renderChart(stdout, events, chartWidth); err != nil {
+					return err
+				}
+				fmt.Fprintln(stdout)
 			}
 			return writeHistory(stdout, events)
 		}
