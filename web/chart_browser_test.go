@@ -106,3 +106,31 @@ func TestBrowserChartsTheHistory(t *testing.T) {
 		}
 	}
 }
+
+// Before the auction house has said anything the chart is still drawn:
+// the stop line, no marks, and a word on why it is empty.
+func TestBrowserChartsAnAuctionWithoutPrices(t *testing.T) {
+	a := startApp(t, t.TempDir(), "127.0.0.1:0")
+	post(t, a, `{"item":"quiet","stop_price":250}`)
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(a.HTTPURL())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the row", rowShows("quiet", "Joining", 0, 0))
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#row-quiet button.link"))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the chart", `!!document.querySelector("#history-chart svg .chart-outcome")`)
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[
+		document.querySelectorAll("#history-chart .bid-mark").length,
+		document.querySelectorAll("#history-chart .stop-line").length,
+		document.querySelector("#history-chart .stop-label").textContent,
+		document.querySelector("#history-chart .chart-empty").textContent,
+		document.querySelector("#history-chart .chart-outcome").textContent].join("|")`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "0|1|stop 250|no price from the auction house yet|Joining"; got != want {
+		t.Fatalf("chart shows %q, want %q", got, want)
+	}
+}
