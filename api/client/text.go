@@ -130,3 +130,10 @@ func formatInt(n int64) string {
 	}
 	return strconv.FormatInt(n, 10)
 }
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}

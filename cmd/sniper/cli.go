@@ -265,13 +265,16 @@ already ended stays as it is.
 }
 
 func cmdHistory(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	v := newVerb("history", "history ITEM [--at SEQ]", `Shows ITEM's history from the log, one event a line: the local time, the
-event's sequence number in the log, and what happened.
+	v := newVerb("history", "history ITEM [--at SEQ] [--no-chart]", `Shows ITEM's history from the log, one event a line: the local time, the
+event's sequence number in the log, and what happened. Above them, unless
+--no-chart, a small chart of the auction: the price in the order of the
+log, the sniper's bids marked, the stop price as a line, and the outcome.
 
 With --at SEQ it travels back in time: the sniper's state as it was after
 event SEQ (its last decision up to there), and the events that led to it.
 `)
 	at := v.fs.Uint64("at", 0, "show the state as of the event numbered `SEQ`")
+	noChart := v.fs.Bool("no-chart", false, "leave out the chart of the auction above the events")
 	return runVerb(v, args, stdout, stderr, func(c *client.Client) error {
 		if err := v.wantArgs("ITEM"); err != nil {
 			return err
@@ -291,6 +294,12 @@ event SEQ (its last decision up to there), and the events that led to it.
 		if !timeTravel {
 			if v.flags.json {
 				return writeRaw(stdout, data)
+			}
+			if !*noChart && len(events) > 0 {
+				if err := client.WriteChart(stdout, events, client.ChartWidth); err != nil {
+					return err
+				}
+				fmt.Fprintln(stdout)
 			}
 			return client.WriteHistory(stdout, events)
 		}
@@ -329,7 +338,11 @@ event SEQ (its last decision up to there), and the events that led to it.
 			fmt.Fprintf(stdout, "(its last decision up to #%d is #%d)\n", *at, stateSeq)
 		}
 		if later > 0 {
-			fmt.Fprintf(stdout, "%d later event%s, up to #%d: 'sniper history %s' shows them\n", later, plural(later), last, clip.Printable(item))
+			events := "events"
+			if later == 1 {
+				events = "event"
+			}
+			fmt.Fprintf(stdout, "%d later %s, up to #%d: 'sniper history %s' shows them\n", later, events, last, clip.Printable(item))
 		}
 		return nil
 	})
@@ -351,12 +364,6 @@ func stateAt(events []api.Event) (*api.View, uint64) {
 	return nil, 0
 }
 
-func plural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
 
 // writeRaw prints an API answer as it came, on its own line.
 func writeRaw(w io.Writer, data []byte) error {

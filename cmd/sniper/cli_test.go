@@ -219,9 +219,13 @@ func waitJSONState(t *testing.T, w *watchRun, item, state string) api.View {
 
 var historyLine = regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3}  +#(\d+)  (.+)$`)
 
-// historyEvents parses `sniper history` output into seq -> description.
+// historyEvents parses `sniper history` output into seq -> description,
+// past the chart above the events if there is one.
 func historyEvents(t *testing.T, out string) (seqs []string, descs []string) {
 	t.Helper()
+	if chart, events, ok := strings.Cut(out, "\n\n"); ok && !historyLine.MatchString(strings.SplitN(chart, "\n", 2)[0]) {
+		out = events
+	}
 	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
 		m := historyLine.FindStringSubmatch(line)
 		if m == nil {
@@ -315,6 +319,15 @@ func TestCLIJoinListStopHistory(t *testing.T) {
 	}
 	if strings.Join(descs, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("history:\n%s\nwant the events:\n%s", out, strings.Join(want, "\n"))
+	}
+	// Above the events, the chart: the one bid marked, the stop line.
+	chart, _, _ := strings.Cut(out, "\n\n")
+	if !strings.HasPrefix(chart, "price 1000, 1 bid by the sniper (●), stop 1100 (╌)\n") ||
+		strings.Count(chart, "●") != 2 || !strings.Contains(chart, "╌ stop 1100\n") || !strings.HasSuffix(chart, "now Bidding") {
+		t.Fatalf("history's chart:\n%s\nwant the price, one bid, the stop line and the state", chart)
+	}
+	if noChart := cli(t, a, 0, "history", item, "--no-chart"); strings.Contains(noChart, "●") || !historyLine.MatchString(strings.SplitN(noChart, "\n", 2)[0]) {
+		t.Fatalf("history --no-chart:\n%s\nwant the events only", noChart)
 	}
 	out = cli(t, a, 0, "history", other)
 	wantMentions(t, "history of the failed sniper", out,

@@ -202,18 +202,142 @@ function describe(ev) {
   }
 }
 
+// ---- the history chart ----
+
+// The auction as a picture: the price the auction house reported over
+// time (a step line), the sniper's own bids (marks of class "bid-mark"),
+// the stop price (a dashed line, "stop-line") and how it ended. Built from
+// SVG elements, never from markup, like the rest of the page.
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, ...children) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  for (const c of children) e.append(c);
+  return e;
+}
+
+// chartData picks out of the events what the chart draws.
+function chartData(events) {
+  const prices = [], bids = [];
+  let stop = null, outcome = null, closed = null;
+  events.forEach((ev, i) => {
+    const d = ev.data || {};
+    const kind = String(ev.subject || "").split(".")[0];
+    const t = Date.parse(ev.time);
+    const at = { i, t: Number.isFinite(t) ? t : NaN };
+    if (kind === "in" && ev.type === "price" && Number.isFinite(d.current_price)) {
+      prices.push({ ...at, price: d.current_price, bidder: String(d.bidder || ""), sniper: !!d.from_sniper });
+    } else if (kind === "in" && ev.type === "close") {
+      closed = at;
+    } else if (kind === "cmd" && ev.type === "start" && Number.isFinite(d.stop_price)) {
+      stop = d.stop_price;
+    } else if (kind === "dec") {
+      if (ev.type === "bid" && Number.isFinite(d.last_bid)) bids.push({ ...at, price: d.last_bid });
+      if (d.state) outcome = String(d.state);
+      if (!stop && Number.isFinite(d.stop_price) && d.stop_price > 0) stop = d.stop_price;
+    }
+  });
+  return { prices, bids, stop, outcome, closed, n: events.length };
+}
+
+function drawChart(events) {
+  const W = 640, H = 220, L = 56, R = 96, T = 24, B = 28;
+  const { prices, bids, stop, outcome, closed, n } = chartData(events);
+  const points = [...prices, ...bids];
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", class: "chart" });
+  chart.append(svg("rect", { class: "frame", x: L, y: T, width: W - L - R, height: H - T - B }));
+
+  // x: time, unless the times say nothing (all equal or unreadable); then
+  // the order of the events in the log.
+  const times = events.map((ev) => Date.parse(ev.time)).filter(Number.isFinite);
+  const t0 = Math.min(...times), t1 = Math.max(...times);
+  const byTime = times.length === events.length && t1 > t0;
+  const x = (p) => {
+    const f = byTime ? (p.t - t0) / (t1 - t0) : (n > 1 ? p.i / (n - 1) : 0.5);
+    return L + f * (W - L - R);
+  };
+  const xEnd = W - R;
+
+  // y: price, with the stop price in the range so its line is always seen.
+  const values = points.map((p) => p.price);
+  if (stop) values.push(stop);
+  let lo = values.length ? Math.min(...values) : 0, hi = values.length ? Math.max(...values) : 1;
+  const pad = Math.max((hi - lo) * 0.1, hi * 0.05, 1);
+  lo = Math.max(0, lo - pad); hi += pad;
+  const y = (v) => T + (hi - v) / (hi - lo) * (H - T - B);
+
+  for (const v of [lo, hi]) {
+    const yy = y(v);
+    chart.append(svg("line", { class: "grid", x1: L, x2: xEnd, y1: yy, y2: yy }),
+      svg("text", { class: "axis-label", x: L - 6, y: yy + 4, "text-anchor": "end" }, String(Math.round(v))));
+  }
+  if (byTime) {
+    // The end as a time of day, or, for a short auction, as how long after
+    // the start (a whole auction in one second would read 5:39:10 twice).
+    const span = t1 - t0;
+    const end = span < 1000 ? `+${span} ms` : span < 60000 ? `+${(span / 1000).toFixed(1)} s` : new Date(t1).toLocaleTimeString();
+    chart.append(svg("text", { class: "axis-label", x: L, y: H - 8 }, new Date(t0).toLocaleTimeString()),
+      svg("text", { class: "axis-label", x: xEnd, y: H - 8, "text-anchor": "end" }, end));
+  } else {
+    chart.append(svg("text", { class: "axis-label", x: L, y: H - 8 }, "events in log order"));
+  }
+
+  if (stop) {
+    const yy = y(stop);
+    chart.append(svg("line", { class: "stop-line", x1: L, x2: xEnd, y1: yy, y2: yy }),
+      svg("text", { class: "stop-label", x: xEnd + 6, y: yy + 4 }, "stop " + stop));
+  }
+
+  if (closed) {
+    const xx = x(closed);
+    chart.append(svg("line", { class: "close-line", x1: xx, x2: xx, y1: T, y2: H - B }),
+      svg("text", { class: "axis-label", x: xx - 4, y: T - 6, "text-anchor": "end" }, "closed"));
+  }
+
+  if (prices.length) {
+    // A step line: the price holds until the next report, and to the end.
+    let d = `M ${x(prices[0])} ${y(prices[0].price)}`;
+    for (const p of prices.slice(1)) d += ` H ${x(p)} V ${y(p.price)}`;
+    d += ` H ${closed ? x(closed) : xEnd}`;
+    chart.append(svg("path", { class: "price-line", d }));
+    for (const p of prices) {
+      chart.append(svg("circle", { class: "price-point", cx: x(p), cy: y(p.price), r: 2.5 },
+        svg("title", {}, `price ${p.price} by ${p.sniper ? "the sniper" : p.bidder}`)));
+    }
+  } else {
+    chart.append(svg("text", { class: "chart-empty", x: (L + xEnd) / 2, y: (T + H - B) / 2, "text-anchor": "middle" }, "no price from the auction house yet"));
+  }
+
+  for (const b of bids) {
+    chart.append(svg("circle", { class: "bid-mark", cx: x(b), cy: y(b.price), r: 5 }, svg("title", {}, "the sniper bid " + b.price)));
+  }
+
+  chart.append(svg("text", { class: "legend", x: L, y: T - 8 },
+    `${prices.length} price${prices.length === 1 ? "" : "s"}, ${bids.length} bid${bids.length === 1 ? "" : "s"} by the sniper (○)`));
+  if (outcome) {
+    chart.append(svg("text", { class: "chart-outcome outcome-" + outcome, x: xEnd + 6, y: T + 12 }, outcome));
+  }
+  chart.setAttribute("aria-label", `Price over time: ${prices.length} prices, ${bids.length} bids` +
+    (stop ? `, stop price ${stop}` : "") + (outcome ? `, ${outcome}` : ""));
+  return chart;
+}
+
 async function showHistory(item) {
   $("history-item").textContent = item;
   $("history").hidden = false;
   const list = $("history-events");
   try {
     const data = await api("GET", "api/snipers/" + encodeURIComponent(item) + "/events");
+    if ($("history-item").textContent !== item) return; // another item was opened meanwhile
+    $("history-chart").replaceChildren(drawChart(data.events));
     list.replaceChildren(...data.events.map((ev) => {
       const t = new Date(ev.time);
       return el("li", { class: "event event-" + ev.type, "data-seq": ev.seq },
         el("time", { datetime: ev.time }, t.toLocaleTimeString()), describe(ev));
     }));
   } catch (err) {
+    $("history-chart").replaceChildren();
     list.replaceChildren(el("li", { class: "error" }, err.message));
   }
 }
