@@ -64,10 +64,7 @@ func (a *App) lead(ctx context.Context, term jetstream.Term, rec *jetstream.Reco
 		var fatal *fatalError
 		if errors.As(err, &fatal) {
 			a.reportFirstTerm(err)
-			select {
-			case a.fatal <- err:
-			default:
-			}
+			a.failed(err)
 			<-ctx.Done()
 			return
 		}
@@ -239,10 +236,7 @@ func (a *App) startXMPP(ctx context.Context, deps actors.Deps, parts *active) er
 		defer a.xmppUp.Store(false)
 		if err := parts.chat.Run(runCtx); err != nil {
 			runErr <- err
-			select {
-			case a.fatal <- fmt.Errorf("xmpp: %w", err):
-			default:
-			}
+			a.failed(fmt.Errorf("xmpp: %w", err))
 		}
 	}()
 	select {

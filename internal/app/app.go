@@ -102,11 +102,11 @@ type App struct {
 
 	metrics *metrics.Metrics
 	fatal   chan error
+	// started stops what Start started, in the reverse order.
+	started stack
 
-	election     *jetstream.Election
-	stopElection context.CancelFunc
-	electionDone chan struct{}
-	firstTerm    chan error
+	election  *jetstream.Election
+	firstTerm chan error
 	// parts is what runs while this instance is active (nil: standby).
 	parts atomic.Pointer[active]
 	// lingering counts the XMPP sessions of ended terms whose received
@@ -115,14 +115,10 @@ type App struct {
 	stopping  chan struct{}
 	xmppUp    atomic.Bool
 
-	httpSrv  *http.Server
-	httpLn   net.Listener
-	httpDone chan error
+	httpLn net.Listener
 
-	writes    *writeHealth
-	status    *statusWatch
-	watchStop context.CancelFunc
-	watchDone chan struct{}
+	writes *writeHealth
+	status *statusWatch
 
 	stopOnce sync.Once
 }
@@ -145,6 +141,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if a.logger == nil {
 		a.logger = slog.Default()
 	}
+	a.started.logger = a.logger
 	a.writes = &writeHealth{logger: a.logger, poke: a.status.Poke}
 	if err := checkExposure(cfg.HTTPAddr, cfg.HTTPToken); err != nil {
 		return nil, err
@@ -154,7 +151,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	}
 	defer func() {
 		if err != nil {
-			a.shutdown()
+			a.started.stop(context.Background())
 		}
 	}()
 	if cfg.NATSURL == "" {
@@ -166,6 +163,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		if err != nil {
 			return nil, err
 		}
+		a.started.onStop("embedded NATS server", func(context.Context) { a.server.Shutdown() })
 		a.nc, err = a.server.Connect("sniper")
 	} else {
 		a.nc, err = jetstream.Connect(ctx, cfg.NATSURL, "sniper", cfg.NATSAuth, a.logger)
@@ -173,6 +171,7 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	a.started.onStop("NATS connection", a.drainNATS)
 	a.log, err = jetstream.Open(ctx, a.nc, jetstream.StreamConfig{Replicas: cfg.Replicas, Logger: a.logger})
 	if err != nil {
 		return nil, err
@@ -189,14 +188,13 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	a.started.onStop("view", func(context.Context) { a.view.Stop() })
 	a.metrics.Register(metrics.NewStateCollector(a.view, backlogs{a}, a.log))
 	a.deps = actors.Deps{Log: a.log, Logger: a.logger, Fault: cfg.Fault, Metrics: a.metrics, Writes: a.writes, UndeliverableFor: cfg.UndeliverableFor, CheckpointEvery: cfg.CheckpointEvery, PassivateAfter: cfg.PassivateAfter}
 	if err := a.campaign(ctx, &rec); err != nil {
 		return nil, err
 	}
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	a.watchStop, a.watchDone = stopWatch, make(chan struct{})
-	go a.watchStatus(watchCtx, a.watchDone)
+	a.started.run("status watch", a.watchStatus, a.failed)
 	if err := a.serveHTTP(); err != nil {
 		return nil, err
 	}
@@ -236,12 +234,16 @@ func (a *App) campaign(ctx context.Context, rec *jetstream.Recovery) error {
 		return err
 	}
 	a.firstTerm = make(chan error, 1)
-	electionCtx, stop := context.WithCancel(context.Background())
-	a.stopElection, a.electionDone = stop, make(chan struct{})
 	first := rec
-	go func() {
-		defer close(a.electionDone)
-		_ = a.election.Run(electionCtx, func(ctx context.Context, term jetstream.Term) {
+	// Stopping: the stop signal first (a term ending now is the app's
+	// stop, not a lost lease), then the election, whose term ends and
+	// stops the active parts in their own order (active.stop) before the
+	// lease is resigned, so that a standby takes over at once instead of
+	// after the lease's TTL; then the XMPP sessions of ended terms still
+	// storing what they received.
+	a.started.onStop("XMPP sessions of ended terms", func(context.Context) { a.lingering.Wait() })
+	a.started.run("election", func(ctx context.Context) error {
+		return a.election.Run(ctx, func(ctx context.Context, term jetstream.Term) {
 			// The recovery read at start-up serves a term won at once; one
 			// won after a while as standby reads the log again.
 			select {
@@ -252,7 +254,8 @@ func (a *App) campaign(ctx context.Context, rec *jetstream.Recovery) error {
 			a.lead(ctx, term, first)
 			first = nil
 		})
-	}()
+	}, a.failed)
+	a.started.onStop("stop signal", func(context.Context) { close(a.stopping) })
 	wait := time.NewTimer(10 * time.Second)
 	defer wait.Stop()
 	select {
@@ -289,16 +292,30 @@ func (a *App) serveHTTP() error {
 	// Long-lived requests (the live event stream) end when shutdown
 	// starts, instead of holding it up until its deadline.
 	baseCtx, cancelRequests := context.WithCancel(context.Background())
-	a.httpSrv = &http.Server{
+	srv := &http.Server{
 		Handler:           a.routes(apiSrv),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return baseCtx },
 	}
-	a.httpSrv.RegisterOnShutdown(cancelRequests)
+	srv.RegisterOnShutdown(cancelRequests)
 	a.httpLn = ln
-	a.httpDone = make(chan error, 1)
-	go func() { a.httpDone <- a.httpSrv.Serve(ln) }()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			a.failed(fmt.Errorf("http server: %w", err))
+		}
+	}()
+	// As net/http means it: Shutdown waits for the requests in flight
+	// until ctx ends, then Close cuts the rest.
+	a.started.onStop("http server", func(ctx context.Context) {
+		if err := srv.Shutdown(ctx); err != nil {
+			a.logger.Warn("http shutdown cut short", "error", err)
+			_ = srv.Close()
+		}
+		<-served
+	})
 	a.logger.Info("http api listening", "url", "http://"+ln.Addr().String())
 	return nil
 }
@@ -376,52 +393,34 @@ func (a *App) Active() bool { return a.parts.Load() != nil }
 // Instance is this instance's name in the election.
 func (a *App) Instance() string { return a.cfg.Instance }
 
-// Stop shuts down in dependency order: no new requests, no new inputs,
-// in-flight decisions finished, then the log. ctx bounds the HTTP drain.
+// Stop shuts down in the reverse order of Start: no new requests (ctx
+// bounds the HTTP drain), no new inputs, the decisions in flight
+// finished, the lease resigned, then the log.
 func (a *App) Stop(ctx context.Context) {
 	a.stopOnce.Do(func() {
-		if a.httpSrv != nil {
-			if err := a.httpSrv.Shutdown(ctx); err != nil {
-				a.logger.Warn("http shutdown cut short", "error", err)
-				_ = a.httpSrv.Close()
-			}
-			if err := <-a.httpDone; err != nil && !errors.Is(err, http.ErrServerClosed) {
-				a.logger.Warn("http server", "error", err)
-			}
-		}
-		a.shutdown()
+		a.started.stop(ctx)
 		a.logger.Info("sniper stopped")
 	})
 }
 
-func (a *App) shutdown() {
-	// The election first: the term ends, which stops the active parts in
-	// their own order (active.stop), and then the lease is resigned, so a
-	// standby takes over at once instead of after the lease's TTL.
-	close(a.stopping)
-	if a.stopElection != nil {
-		a.stopElection()
-		<-a.electionDone
+// failed reports an error that stops the app from working on Fatal.
+func (a *App) failed(err error) {
+	select {
+	case a.fatal <- err:
+	default: // one is enough to stop
 	}
-	a.lingering.Wait()
-	if a.view != nil {
-		a.view.Stop()
+}
+
+// drainNATS flushes what is still buffered (acks above all) before
+// closing; the closed handler says when it is done.
+func (a *App) drainNATS(context.Context) {
+	if a.nc.IsClosed() {
+		return
 	}
-	if a.watchStop != nil {
-		a.watchStop()
-		<-a.watchDone
+	closed := make(chan struct{})
+	a.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := a.nc.Drain(); err != nil {
+		a.nc.Close()
 	}
-	if a.nc != nil && !a.nc.IsClosed() {
-		// Drain flushes what is still buffered (acks above all) before
-		// closing; the closed handler says when it is done.
-		closed := make(chan struct{})
-		a.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-		if err := a.nc.Drain(); err != nil {
-			a.nc.Close()
-		}
-		<-closed
-	}
-	if a.server != nil {
-		a.server.Shutdown()
-	}
+	<-closed
 }

@@ -197,9 +197,9 @@ func (s *statusWatch) set(st api.Status) (changed, checksChanged bool) {
 	return true, checksChanged
 }
 
-// watchStatus runs until ctx ends.
-func (a *App) watchStatus(ctx context.Context, done chan<- struct{}) {
-	defer close(done)
+// watchStatus keeps the status the probes and the live stream show, and
+// logs its changes, until ctx ends.
+func (a *App) watchStatus(ctx context.Context) error {
 	natsCh := a.nc.StatusChanged()
 	defer a.nc.RemoveStatusListener(natsCh)
 	tick := time.NewTicker(time.Second)
@@ -208,7 +208,7 @@ func (a *App) watchStatus(ctx context.Context, done chan<- struct{}) {
 	for {
 		st := a.Readiness(ctx)
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
 		if _, checksChanged := a.status.set(st); checksChanged && !first {
 			if st.Ready {
@@ -226,7 +226,7 @@ func (a *App) watchStatus(ctx context.Context, done chan<- struct{}) {
 		first = false
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case <-natsCh:
 		case <-a.status.poke:
 		case <-tick.C:
