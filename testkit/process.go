@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"errors"
 	"sniper/api/client"
 
 	"bufio"
@@ -54,11 +55,13 @@ func SniperBinary(t testing.TB) string {
 
 // SniperProcess is a running `sniper run` child process.
 type SniperProcess struct {
-	t       testing.TB
-	cmd     *exec.Cmd
-	URL     string // the HTTP API, once started
-	client  *client.Client
-	LogPath string
+	t   testing.TB
+	cmd *exec.Cmd
+	URL string // the HTTP API, once started
+
+	clientMu sync.Mutex
+	client   *client.Client
+	LogPath  string
 
 	done     chan struct{}
 	exitCode int
@@ -121,11 +124,7 @@ func LaunchSniper(t testing.TB, args []string, env ...string) *SniperProcess {
 func (p *SniperProcess) WaitServing(timeout time.Duration) error {
 	select {
 	case url := <-p.started:
-		c, err := client.New(url, "")
-		if err != nil {
-			return fmt.Errorf("the sniper says it serves at %q: %w", url, err)
-		}
-		p.URL, p.client = url, c
+		p.URL = url
 		return nil
 	case <-p.done:
 		return fmt.Errorf("sniper exited (%d) before serving; log:\n%s", p.exitCode, p.LogTail(40))
@@ -221,17 +220,40 @@ func (p *SniperProcess) Exited() bool {
 	}
 }
 
-// Client is a client of the process's API (once WaitServing).
-func (p *SniperProcess) Client() *client.Client { return p.client }
+// Client is a client of the process's API; an error before WaitServing
+// has found where it serves.
+func (p *SniperProcess) Client() (*client.Client, error) {
+	if p.URL == "" {
+		return nil, errors.New("the sniper is not serving its API (yet)")
+	}
+	p.clientMu.Lock()
+	defer p.clientMu.Unlock()
+	if p.client == nil || p.client.Base() != p.URL {
+		c, err := client.New(p.URL, "")
+		if err != nil {
+			return nil, err
+		}
+		p.client = c // one, so that its connections are reused
+	}
+	return p.client, nil
+}
 
 // Get fetches path from the API and decodes the JSON answer (a 2xx) into v.
 func (p *SniperProcess) Get(ctx context.Context, path string, v any) error {
-	_, err := p.Client().GetJSON(ctx, path, v)
+	c, err := p.Client()
+	if err != nil {
+		return err
+	}
+	_, err = c.GetJSON(ctx, path, v)
 	return err
 }
 
 // Post sends a JSON body and returns the status code.
 func (p *SniperProcess) Post(ctx context.Context, path, body string) (int, error) {
-	status, _, err := p.Client().Send(ctx, http.MethodPost, path, []byte(body))
+	c, err := p.Client()
+	if err != nil {
+		return 0, err
+	}
+	status, _, err := c.Send(ctx, http.MethodPost, path, []byte(body))
 	return status, err
 }
