@@ -241,7 +241,7 @@ func (s *sniper) process(ctx actor.Context) {
 		}
 		s.queue = s.queue[1:]
 		s.deps.inputDone(in.Seq)
-		if s.snap.State.Terminal() && !s.finished {
+		if s.snap.State.Final() && !s.finished {
 			s.finished = true
 			s.log.Debug("sniper finished", "state", s.snap.State)
 			ctx.Send(ctx.Parent(), sniperFinished{item: s.item})
@@ -294,7 +294,7 @@ func (s *sniper) handle(in jetstream.Delivery) bool {
 			s.log.Debug("input already decided", "seq", in.Seq)
 			return true
 		}
-		if s.snap.State.Terminal() {
+		if s.snap.State.Final() {
 			// Later inputs stay in the log, undecided, as history.
 			return true
 		}

@@ -67,7 +67,7 @@ func (s *supervisor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case recovered:
 		for _, d := range m.decisions {
-			if d.State.Terminal() {
+			if d.State.Final() {
 				s.finished[d.Item] = true
 			} else {
 				s.dormant[d.Item] = d

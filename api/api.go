@@ -269,9 +269,66 @@ func (s *Server) sniper(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusOK, viewOf(snap))
 	case http.MethodDelete:
 		s.stop(w, r, item)
+	case http.MethodPatch:
+		s.setStopPrice(w, r, item)
 	default:
-		methodNotAllowed(w, "GET, DELETE")
+		methodNotAllowed(w, "GET, PATCH, DELETE")
 	}
+}
+
+type setRequest struct {
+	StopPrice json.RawMessage `json:"stop_price"`
+}
+
+// setStopPrice serves PATCH /api/snipers/{item} {"stop_price": N}: the
+// change goes into the log as cmd.set and the core decides it (a Losing
+// sniper may bid at once, a Stopped one resumes). What the core would
+// refuse is refused here first, with 409 and why: the sniper has ended,
+// or N is below a bid of its that still stands.
+func (s *Server) setStopPrice(w http.ResponseWriter, r *http.Request, item string) {
+	var req setRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	stop, err := parseStopPrice(req.StopPrice)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	snap, found := s.View.Get(item)
+	switch {
+	case !found:
+		writeError(w, http.StatusNotFound, "no sniper for "+item)
+		return
+	case snap.State.Final():
+		writeError(w, http.StatusConflict, fmt.Sprintf("the sniper for %s has ended (%s): its stop price can no longer change", item, snap.State))
+		return
+	case snap.HasStandingBid() && stop < snap.LastBid:
+		writeError(w, http.StatusConflict, fmt.Sprintf("the sniper for %s has a bid of %d standing: a stop price of %d cannot take it back (a bid made stands)", item, snap.LastBid, stop))
+		return
+	}
+	if !s.available(w, "change the stop price of "+item) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.timeout())
+	defer cancel()
+	seq, err := s.Log.Append(ctx, messages.Subject(item, messages.KindCmd, messages.TypeSet), messages.NewSetStopPrice(item, stop))
+	if err != nil {
+		s.unavailable(w, "change the stop price of "+item, err)
+		return
+	}
+	decided, err := s.View.Wait(ctx, item, func(d messages.DecisionEvent) bool { return d.InputSeq >= seq })
+	if err != nil {
+		WriteJSON(w, http.StatusAccepted, viewOf(snap))
+		return
+	}
+	if decided.StopPrice != stop {
+		// Between the check above and the decision, the sniper moved
+		// (it ended, or bid above stop): the core refused the change.
+		writeError(w, http.StatusConflict, fmt.Sprintf("the sniper for %s refused a stop price of %d: it is now %s with a bid of %d (the change is in its history)", item, stop, decided.State, decided.LastBid))
+		return
+	}
+	WriteJSON(w, http.StatusOK, viewOf(decided))
 }
 
 func (s *Server) stop(w http.ResponseWriter, r *http.Request, item string) {

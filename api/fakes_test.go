@@ -154,7 +154,7 @@ func playSniper(t testing.TB, l *fakeLog, v *fakeView) {
 				input, err := messages.DecodeInput(rec.Subject, rec.Data)
 				last, started := snaps[item]
 				_, isStart := input.(auction.Start)
-				if err != nil || (!started && !isStart) || last.State.Terminal() {
+				if err != nil || (!started && !isStart) || last.State.Final() {
 					continue
 				}
 				before := last.Snapshot

@@ -24,14 +24,19 @@ const (
 	Stopped State = "Stopped"
 )
 
-// Terminal reports whether no input can move the sniper out of s any more.
-func (s State) Terminal() bool {
+// Final reports whether nothing can move the sniper out of s any more: the
+// auction is over for it (Won, Lost) or it gave up (Failed).
+func (s State) Final() bool {
 	switch s {
-	case Won, Lost, Failed, Stopped:
+	case Won, Lost, Failed:
 		return true
 	}
 	return false
 }
+
+// Terminal reports whether the sniper bids no more unless told: it is
+// Final, or Stopped (which a new stop price resumes).
+func (s State) Terminal() bool { return s.Final() || s == Stopped }
 
 // States lists every named state, in the order a sniper goes through them.
 func States() []State {
@@ -49,6 +54,9 @@ type Snapshot struct {
 	LastPrice int64  `json:"last_price"`
 	LastBid   int64  `json:"last_bid"`
 	StopPrice int64  `json:"stop_price"`
+	// Increment is the last price's minimum raise, so that a new stop
+	// price can bid on the last price without waiting for the next.
+	Increment int64 `json:"increment,omitempty"`
 	// Reason says why the sniper Failed; empty otherwise.
 	Reason string `json:"reason,omitempty"`
 }
@@ -76,6 +84,14 @@ type Price struct {
 	FromSniper bool
 }
 
+// SetStopPrice is the user changing their mind: a new most to bid. A
+// Losing sniper bids at once if the last price plus its increment now
+// fits; a Stopped one resumes. It cannot go below a bid the sniper has
+// standing (Bidding, Winning, or Stopped while its bid leads): a bid made
+// cannot be taken back, so such a change is refused and changes nothing.
+// Nor does it change a Final sniper.
+type SetStopPrice struct{ StopPrice int64 }
+
 // Close is the auction house announcing the end of the auction.
 type Close struct{}
 
@@ -87,11 +103,12 @@ type Malformed struct {
 	Reason string
 }
 
-func (Start) isInput()     {}
-func (Stop) isInput()      {}
-func (Price) isInput()     {}
-func (Close) isInput()     {}
-func (Malformed) isInput() {}
+func (Start) isInput()        {}
+func (Stop) isInput()         {}
+func (SetStopPrice) isInput() {}
+func (Price) isInput()        {}
+func (Close) isInput()        {}
+func (Malformed) isInput()    {}
 
 // Output is something the sniper asks the outside world to do.
 type Output interface{ isOutput() }
@@ -119,7 +136,18 @@ func Decide(s Snapshot, in Input) (Snapshot, []Output) {
 		s.StopPrice = start.StopPrice
 		return s, []Output{Join{}}
 	}
-	if !s.Started() || s.State.Terminal() {
+	if set, ok := in.(SetStopPrice); ok {
+		return setStopPrice(s, set.StopPrice)
+	}
+	if !s.Started() || s.State.Final() {
+		return s, nil
+	}
+	if s.State == Stopped {
+		// A stopped sniper bids no more but keeps the auction's price, to
+		// resume from it if told to.
+		if p, ok := in.(Price); ok {
+			s.LastPrice, s.Increment = p.Current, p.Increment
+		}
 		return s, nil
 	}
 	switch in := in.(type) {
@@ -135,21 +163,58 @@ func Decide(s Snapshot, in Input) (Snapshot, []Output) {
 		s.State = Failed
 		s.Reason = in.Reason
 	case Price:
-		s.LastPrice = in.Current
+		s.LastPrice, s.Increment = in.Current, in.Increment
 		if in.FromSniper {
 			s.State = Winning
 			return s, nil
 		}
-		bid, ok := add(in.Current, in.Increment)
-		if !ok || bid > s.StopPrice {
-			s.State = Losing
-			return s, nil
-		}
-		s.State = Bidding
-		s.LastBid = bid
-		return s, []Output{Bid{Price: bid}}
+		return bidOnLastPrice(s)
 	}
 	return s, nil
+}
+
+// bidOnLastPrice outbids the last price if that fits under the stop price.
+func bidOnLastPrice(s Snapshot) (Snapshot, []Output) {
+	bid, ok := add(s.LastPrice, s.Increment)
+	if !ok || bid > s.StopPrice {
+		s.State = Losing
+		return s, nil
+	}
+	s.State = Bidding
+	s.LastBid = bid
+	return s, []Output{Bid{Price: bid}}
+}
+
+// HasStandingBid reports whether the sniper's last bid may still be the
+// auction's best: it was made and nobody else's price came after it.
+func (s Snapshot) HasStandingBid() bool {
+	switch s.State {
+	case Bidding, Winning:
+		return true
+	case Stopped:
+		return s.LastBid > 0 && s.LastBid == s.LastPrice
+	}
+	return false
+}
+
+func setStopPrice(s Snapshot, stop int64) (Snapshot, []Output) {
+	if !s.Started() || s.State.Final() || stop <= 0 || (s.HasStandingBid() && stop < s.LastBid) {
+		return s, nil
+	}
+	s.StopPrice = stop
+	switch {
+	case s.State == Losing:
+		return bidOnLastPrice(s)
+	case s.State != Stopped:
+		return s, nil
+	case s.LastPrice == 0:
+		s.State = Joining // joined, no price yet
+		return s, nil
+	case s.HasStandingBid():
+		s.State = Winning
+		return s, nil
+	}
+	return bidOnLastPrice(s)
 }
 
 // add returns a+b unless the sum overflows: an auction house that reports

@@ -25,7 +25,7 @@ func TestScripts(t *testing.T) {
 				for _, step := range sc.steps {
 					var outs []Output
 					s, outs = Decide(s, step.in)
-					if got := describe(s, outs); got != step.want {
+					if got := describe(s, outs, strings.Contains(step.want, "stop:")); got != step.want {
 						t.Fatalf("%s:%d: after %q\n got: %s\nwant: %s", file, step.line, step.text, got, step.want)
 					}
 					if s.Item != "item-54321" {
@@ -102,6 +102,8 @@ func parseInput(f []string) (Input, error) {
 		in = Start{StopPrice: num(f[1])}
 	case len(f) == 1 && f[0] == "stop":
 		in = Stop{}
+	case len(f) == 2 && f[0] == "set":
+		in = SetStopPrice{StopPrice: num(f[1])}
 	case len(f) == 1 && f[0] == "close":
 		in = Close{}
 	case len(f) == 1 && f[0] == "malformed":
@@ -117,12 +119,18 @@ func parseInput(f []string) (Input, error) {
 	return in, nil
 }
 
-func describe(s Snapshot, outs []Output) string {
+// describe is the state as a script line expects it: state, last price,
+// last bid, then the stop price ("stop:N") where the line asks for it,
+// then the outputs.
+func describe(s Snapshot, outs []Output, withStop bool) string {
 	state := string(s.State)
 	if state == "" {
 		state = "-"
 	}
 	parts := []string{state, strconv.FormatInt(s.LastPrice, 10), strconv.FormatInt(s.LastBid, 10)}
+	if withStop {
+		parts = append(parts, "stop:"+strconv.FormatInt(s.StopPrice, 10))
+	}
 	for _, o := range outs {
 		switch o := o.(type) {
 		case Join:
@@ -151,12 +159,12 @@ func TestMalformedKeepsReason(t *testing.T) {
 	}
 }
 
-func TestTerminalStatesAbsorbEveryInput(t *testing.T) {
-	inputs := []Input{Start{StopPrice: 5}, Stop{}, Close{}, Malformed{Reason: "r"},
+func TestFinalStatesAbsorbEveryInput(t *testing.T) {
+	inputs := []Input{Start{StopPrice: 5}, Stop{}, Close{}, Malformed{Reason: "r"}, SetStopPrice{StopPrice: 100},
 		Price{Current: 1, Increment: 1, Bidder: "o"}, Price{Current: 1, Increment: 1, FromSniper: true}}
-	for _, st := range []State{Won, Lost, Failed, Stopped} {
-		if !st.Terminal() || !st.Valid() {
-			t.Fatalf("%s: want terminal and valid", st)
+	for _, st := range []State{Won, Lost, Failed} {
+		if !st.Final() || !st.Terminal() || !st.Valid() {
+			t.Fatalf("%s: want final, terminal and valid", st)
 		}
 		before := Snapshot{Item: "x", State: st, LastPrice: 7, LastBid: 6, StopPrice: 9, Reason: "why"}
 		for _, in := range inputs {
@@ -167,9 +175,12 @@ func TestTerminalStatesAbsorbEveryInput(t *testing.T) {
 		}
 	}
 	for _, st := range []State{Joining, Bidding, Winning, Losing} {
-		if st.Terminal() {
+		if st.Terminal() || st.Final() {
 			t.Errorf("%s must not be terminal", st)
 		}
+	}
+	if !Stopped.Terminal() || Stopped.Final() {
+		t.Error("Stopped bids no more (terminal) but can be resumed (not final)")
 	}
 	if State("Sleeping").Valid() {
 		t.Error("unknown state reported valid")

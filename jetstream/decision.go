@@ -261,7 +261,7 @@ func (l *Log) ClaimAll(ctx context.Context, last []StoredDecision, by string, te
 		}
 		var next []StoredDecision
 		for _, d := range todo {
-			if d.State.Terminal() || d.By == by {
+			if d.State.Final() || d.By == by {
 				out = append(out, d)
 				continue
 			}

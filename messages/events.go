@@ -16,8 +16,10 @@ import (
 // Event type names: the "type" field of every payload and the last token of
 // its subject.
 const (
-	TypeStart     = "start"
-	TypeStop      = "stop"
+	TypeStart = "start"
+	TypeStop  = "stop"
+	// TypeSet changes a sniper's stop price (and resumes a stopped one).
+	TypeSet       = "set"
 	TypePrice     = "price"
 	TypeClose     = "close"
 	TypeMalformed = "malformed"
@@ -90,6 +92,13 @@ type StartCommand struct {
 type StopCommand struct {
 	Type string `json:"type"`
 	Item string `json:"item"`
+}
+
+// SetStopPriceCommand changes the stop price of the sniper on Item.
+type SetStopPriceCommand struct {
+	Type      string `json:"type"`
+	Item      string `json:"item"`
+	StopPrice int64  `json:"stop_price"`
 }
 
 // PriceEvent is a PRICE message from the auction house.
@@ -181,6 +190,11 @@ func NewStart(item string, stopPrice int64) StartCommand {
 // NewStop builds a stop command.
 func NewStop(item string) StopCommand { return StopCommand{Type: TypeStop, Item: item} }
 
+// NewSetStopPrice builds a command changing the stop price.
+func NewSetStopPrice(item string, stopPrice int64) SetStopPriceCommand {
+	return SetStopPriceCommand{Type: TypeSet, Item: item, StopPrice: stopPrice}
+}
+
 // NewPrice builds a price event.
 func NewPrice(item string, price, increment int64, bidder string, fromSniper bool) PriceEvent {
 	return PriceEvent{Type: TypePrice, Item: item, CurrentPrice: price, Increment: increment, Bidder: bidder, FromSniper: fromSniper}
@@ -267,6 +281,15 @@ func DecodeInput(subject string, data []byte) (auction.Input, error) {
 		return auction.Start{StopPrice: c.StopPrice}, nil
 	case KindCmd + "." + TypeStop:
 		return auction.Stop{}, nil
+	case KindCmd + "." + TypeSet:
+		var c SetStopPriceCommand
+		if err := json.Unmarshal(data, &c); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", subject, err)
+		}
+		if c.StopPrice <= 0 {
+			return nil, fmt.Errorf("decode %s: stop_price must be positive, got %d", subject, c.StopPrice)
+		}
+		return auction.SetStopPrice{StopPrice: c.StopPrice}, nil
 	case KindIn + "." + TypePrice:
 		var p PriceEvent
 		if err := json.Unmarshal(data, &p); err != nil {

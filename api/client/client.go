@@ -164,6 +164,14 @@ func (c *Client) Join(ctx context.Context, item string, stopPrice int64) (Answer
 	return c.command(ctx, http.MethodPost, "/api/snipers", body, "join")
 }
 
+// SetStopPrice changes the stop price of the sniper on item (and resumes
+// it if stopped); a change the sniper cannot take is an *Error with
+// Status 409 saying why.
+func (c *Client) SetStopPrice(ctx context.Context, item string, stopPrice int64) (Answer, error) {
+	body, _ := json.Marshal(map[string]any{"stop_price": stopPrice})
+	return c.command(ctx, http.MethodPatch, "/api/snipers/"+url.PathEscape(item), body, "stop price change")
+}
+
 // Stop stops the sniper on item.
 func (c *Client) Stop(ctx context.Context, item string) (Answer, error) {
 	return c.command(ctx, http.MethodDelete, "/api/snipers/"+url.PathEscape(item), nil, "stop")

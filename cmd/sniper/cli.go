@@ -202,7 +202,7 @@ first stop price stands) and says so.
 		default:
 			fmt.Fprintf(stdout, "already joined %s: %s\n", clip.Printable(s.Item), client.DescribeView(s))
 			if s.StopPrice != *stop {
-				fmt.Fprintf(stdout, "(the stop price stays %d: a sniper's stop price is set once)\n", s.StopPrice)
+				fmt.Fprintf(stdout, "(the stop price stays %d: 'sniper set' changes it)\n", s.StopPrice)
 			}
 		}
 		return nil
@@ -260,6 +260,44 @@ already ended stays as it is.
 		default:
 			fmt.Fprintf(stdout, "%s had already ended: %s\n", clip.Printable(s.Item), client.DescribeView(s))
 		}
+		return nil
+	})
+}
+
+func cmdSet(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	v := newVerb("set", "set ITEM --stop-price N", `Changes the most the sniper on ITEM bids to N. A Losing sniper bids at once
+if the auction's last price plus its increment now fits under N; a stopped
+one resumes bidding from the last price. N cannot go below a bid the
+sniper has standing (a bid made cannot be taken back), and a sniper that
+has Won, Lost or Failed cannot change: both are refused, saying why.
+`)
+	stop := v.fs.Int64("stop-price", 0, "the new most to bid, a positive integer (required)")
+	return runVerb(v, args, stdout, stderr, func(c *client.Client) error {
+		if err := v.wantArgs("ITEM"); err != nil {
+			return err
+		}
+		item := v.args[0]
+		if err := itemArg(item); err != nil {
+			return err
+		}
+		if !v.given("stop-price") {
+			return usagef("--stop-price is required")
+		}
+		if *stop <= 0 {
+			return usagef("--stop-price must be a positive integer, got %d", *stop)
+		}
+		a, err := c.SetStopPrice(ctx, item, *stop)
+		if err != nil {
+			return err
+		}
+		if v.flags.json {
+			return writeRaw(stdout, a.Raw)
+		}
+		if a.Status == http.StatusAccepted {
+			fmt.Fprintf(stdout, "stop price %d for %s accepted: in the log, not decided yet\n", *stop, clip.Printable(item))
+			return nil
+		}
+		fmt.Fprintf(stdout, "%s: %s\n", clip.Printable(a.Sniper.Item), client.DescribeView(a.Sniper))
 		return nil
 	})
 }
@@ -363,7 +401,6 @@ func stateAt(events []api.Event) (*api.View, uint64) {
 	}
 	return nil, 0
 }
-
 
 // writeRaw prints an API answer as it came, on its own line.
 func writeRaw(w io.Writer, data []byte) error {

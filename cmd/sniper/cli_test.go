@@ -391,6 +391,22 @@ func TestCLIJoinListStopHistory(t *testing.T) {
 	if errOut := cliErr(t, 1, "history", "item-unknown", "--api", a.HTTPURL()); errOut != "sniper: no events for item-unknown\n" {
 		t.Fatalf("history of an unknown item: %q", errOut)
 	}
+
+	// set: a stopped sniper resumes from the last price; what cannot be
+	// done is refused, saying why.
+	out = cli(t, a, 0, "set", item, "--stop-price", "1200")
+	if want := "item-54321: Bidding, stop price 1200, last price 1000, last bid 1098\n"; out != want {
+		t.Fatalf("set on a stopped sniper: %q, want %q", out, want)
+	}
+	if errOut := cliErr(t, 1, "set", item, "--stop-price", "1000", "--api", a.HTTPURL()); !strings.Contains(errOut, "a bid of 1098 standing") {
+		t.Fatalf("set below the standing bid: %q", errOut)
+	}
+	if errOut := cliErr(t, 1, "set", other, "--stop-price", "1000", "--api", a.HTTPURL()); !strings.Contains(errOut, "has ended (Failed)") {
+		t.Fatalf("set on a failed sniper: %q", errOut)
+	}
+	if errOut := cliErr(t, 2, "set", item, "--api", a.HTTPURL()); !strings.Contains(errOut, "--stop-price is required") {
+		t.Fatalf("set without --stop-price: %q", errOut)
+	}
 }
 
 func TestCLIWatch(t *testing.T) {
@@ -561,6 +577,7 @@ func TestCLIHelp(t *testing.T) {
 		"join":    {"sniper join ITEM --stop-price N", "--stop-price"},
 		"list":    {"sniper list"},
 		"stop":    {"sniper stop ITEM"},
+		"set":     {"sniper set ITEM --stop-price N", "--stop-price", "cannot be taken back"},
 		"history": {"sniper history ITEM", "--at"},
 		"watch":   {"sniper watch", "Ctrl-C"},
 	} {
