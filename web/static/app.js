@@ -41,20 +41,23 @@ function render(s) {
     stop.addEventListener("click", () => stopSniper(s.item, stop));
     const hist = el("button", { class: "link", type: "button" }, "History");
     hist.addEventListener("click", () => showHistory(s.item));
+    const edit = el("button", { class: "edit", type: "button", title: "Change the stop price (a stopped sniper resumes)" }, "Change limit");
+    edit.addEventListener("click", () => editStopPrice(s.item, row));
     row.append(
       el("td", { class: "item", "data-label": "Item" }, s.item),
       el("td", { class: "stop-price num", "data-label": "Stop Price" }),
       el("td", { class: "last-price num", "data-label": "Last Price" }),
       el("td", { class: "last-bid num", "data-label": "Last Bid" }),
       el("td", { class: "state-cell", "data-label": "State" }),
-      el("td", { class: "actions" }, stop, " ", hist));
+      el("td", { class: "actions" }, stop, " ", edit, " ", hist));
     rows.set(s.item, row);
     insertSorted(row, s.item);
   }
   // Snapshots can arrive twice (reconnect); never go back to an older one.
   if (Number(row.dataset.seq || 0) > s.input_seq) return;
   row.dataset.seq = s.input_seq;
-  row.querySelector(".stop-price").textContent = s.stop_price;
+  if (!row.querySelector(".stop-price form")) row.querySelector(".stop-price").textContent = s.stop_price;
+  row.dataset.stopPrice = s.stop_price;
   row.querySelector(".last-price").textContent = s.last_price;
   row.querySelector(".last-bid").textContent = s.last_bid;
   const cell = row.querySelector(".state-cell");
@@ -62,6 +65,8 @@ function render(s) {
   if (s.reason) cell.append(el("span", { class: "reason" }, s.reason));
   const final = ["Won", "Lost", "Failed", "Stopped"].includes(s.state);
   row.querySelector(".actions button.secondary").disabled = final;
+  // Won, Lost and Failed are over; a Stopped sniper can be resumed.
+  row.querySelector(".actions button.edit").disabled = ["Won", "Lost", "Failed"].includes(s.state);
   $("empty").hidden = rows.size > 0;
   if ($("history-item").textContent === s.item && !$("history").hidden) showHistory(s.item);
 }
@@ -176,6 +181,32 @@ async function stopSniper(item, button) {
   catch (err) { $("form-error").textContent = "Stop " + item + ": " + err.message; button.disabled = false; }
 }
 
+// editStopPrice turns the row's stop price into a small form: PATCH the
+// new limit; what the sniper refuses (409) is said beside it.
+function editStopPrice(item, row) {
+  const cell = row.querySelector(".stop-price");
+  if (cell.querySelector("form")) return;
+  const input = el("input", { type: "number", min: "1", step: "1", class: "stop-edit", "aria-label": "New stop price for " + item });
+  input.value = row.dataset.stopPrice || "";
+  const error = el("span", { class: "field-error stop-edit-error", role: "alert" });
+  const form = el("form", { class: "stop-edit-form" }, input, el("button", { type: "submit" }, "Set"), error);
+  const done = () => { cell.textContent = row.dataset.stopPrice; };
+  input.addEventListener("keydown", (e) => { if (e.key === "Escape") done(); });
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const n = Number(input.value);
+    if (!Number.isInteger(n) || n <= 0) { error.textContent = "a positive whole number"; return; }
+    try {
+      const s = await api("PATCH", "api/snipers/" + encodeURIComponent(item), { stop_price: n });
+      done();
+      render(s);
+    } catch (err) { error.textContent = err.message; }
+  });
+  cell.replaceChildren(form);
+  input.focus();
+  input.select();
+}
+
 // ---- history ----
 
 function describe(ev) {
@@ -193,6 +224,7 @@ function describe(ev) {
   switch (ev.type) {
     case "start": return `You joined, bidding up to ${d.stop_price}`;
     case "stop": return "You stopped the sniper";
+    case "set": return `You changed the stop price to ${d.stop_price}`;
     case "price": return `Price ${d.current_price} (increment ${d.increment}) by ${d.bidder}` + (d.from_sniper ? " (the sniper)" : "");
     case "close": return "The auction closed";
     case "malformed": return `Unreadable message "${d.body}": ${d.reason}`;

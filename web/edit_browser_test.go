@@ -1,0 +1,53 @@
+package web_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/chromedp/chromedp"
+
+	"sniper/testkit"
+)
+
+// The page changes a stop price: a Losing sniper given a higher limit
+// bids at once; a limit below its standing bid is refused, and the page
+// says why beside the field.
+func TestBrowserChangesTheStopPrice(t *testing.T) {
+	p := testkit.StartProsody(t)
+	const item = "item-edit"
+	auction := testkit.NewFakeAuctionServer(t, p, item)
+	app := testkit.StartApplication(t, p, t.TempDir())
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(app.App.HTTPURL())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the live stream connected", `document.getElementById("live").textContent === "live"`)
+	join(t, ctx, item, "1100")
+	waitFor(t, ctx, "the new row", rowShows(item, "Joining", 0, 0))
+	auction.HasReceivedJoinRequestFrom(app.SniperJID())
+	auction.ReportPrice(1100, 50, "other@"+p.Domain())
+	waitFor(t, ctx, "Losing", rowShows(item, "Losing", 1100, 0))
+
+	setLimit := func(n string) {
+		t.Helper()
+		err := chromedp.Do(ctx,
+			chromedp.Click(chromedp.CSS(fmt.Sprintf("#row-%s button.edit", item))),
+			chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf("#row-%s input.stop-edit", item))),
+			chromedp.SetValue(chromedp.CSS(fmt.Sprintf("#row-%s input.stop-edit", item)), n),
+			chromedp.Click(chromedp.CSS(fmt.Sprintf("#row-%s .stop-edit-form button", item))),
+		)
+		if err != nil {
+			t.Fatalf("set the limit to %s: %v", n, err)
+		}
+	}
+	setLimit("1200")
+	waitFor(t, ctx, "Bidding 1150 under the new limit", rowShows(item, "Bidding", 1100, 1150))
+	waitFor(t, ctx, "the new stop price", fmt.Sprintf(`document.querySelector(%q).textContent === "1200"`, row(item, "stop-price")))
+	auction.HasReceivedBid(1150, app.SniperJID())
+
+	setLimit("1000")
+	waitFor(t, ctx, "the refusal beside the field", fmt.Sprintf(`/a bid of 1150 standing/.test((document.querySelector("#row-%s .stop-edit-error")||{}).textContent||"")`, item))
+	if n := auction.CountBids(1150); n != 1 {
+		t.Errorf("%d bids at 1150 on the wire, want 1", n)
+	}
+}
