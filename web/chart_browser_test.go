@@ -7,8 +7,6 @@ import (
 	"testing"
 
 	"github.com/chromedp/chromedp"
-
-	"sniper/testkit"
 )
 
 // The history draws the auction: the price path, a mark for each of the
@@ -16,19 +14,8 @@ import (
 // SNIPER_SCREENSHOT=../docs/history.png (relative to web/) saves a picture
 // of the history view there.
 func TestBrowserChartsTheHistory(t *testing.T) {
-	p := testkit.StartProsody(t)
 	const item = "item-chart"
-	auction := testkit.NewFakeAuctionServer(t, p, item)
-	app := testkit.StartApplication(t, p, t.TempDir())
-	ctx := browser(t)
-	if err := chromedp.Do(ctx, chromedp.Navigate(app.App.HTTPURL())); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, ctx, "the live stream connected", `document.getElementById("live").textContent === "live"`)
-
-	join(t, ctx, item, "1300")
-	waitFor(t, ctx, "the new row as Joining", rowShows(item, "Joining", 0, 0))
-	auction.HasReceivedJoinRequestFrom(app.SniperJID())
+	p, auction, app, ctx := joinedOnThePage(t, item, "1300")
 
 	// Three bids: each time another bidder goes ahead within the stop
 	// price; then one over it, where the sniper gives up.

@@ -1,6 +1,7 @@
 package web_test
 
 import (
+	"context"
 	"fmt"
 	"testing"
 
@@ -13,18 +14,8 @@ import (
 // bids at once; a limit below its standing bid is refused, and the page
 // says why beside the field.
 func TestBrowserChangesTheStopPrice(t *testing.T) {
-	p := testkit.StartProsody(t)
 	const item = "item-edit"
-	auction := testkit.NewFakeAuctionServer(t, p, item)
-	app := testkit.StartApplication(t, p, t.TempDir())
-	ctx := browser(t)
-	if err := chromedp.Do(ctx, chromedp.Navigate(app.App.HTTPURL())); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, ctx, "the live stream connected", `document.getElementById("live").textContent === "live"`)
-	join(t, ctx, item, "1100")
-	waitFor(t, ctx, "the new row", rowShows(item, "Joining", 0, 0))
-	auction.HasReceivedJoinRequestFrom(app.SniperJID())
+	p, auction, app, ctx := joinedOnThePage(t, item, "1100")
 	auction.ReportPrice(1100, 50, "other@"+p.Domain())
 	waitFor(t, ctx, "Losing", rowShows(item, "Losing", 1100, 0))
 
@@ -50,4 +41,23 @@ func TestBrowserChangesTheStopPrice(t *testing.T) {
 	if n := auction.CountBids(1150); n != 1 {
 		t.Errorf("%d bids at 1150 on the wire, want 1", n)
 	}
+}
+
+// joinedOnThePage starts Prosody, an auction for item and the app, opens
+// the page in Chromium and joins the auction there with stopPrice, until
+// the auction has the JOIN.
+func joinedOnThePage(t *testing.T, item, stopPrice string) (*testkit.Prosody, *testkit.FakeAuctionServer, *testkit.ApplicationRunner, context.Context) {
+	t.Helper()
+	p := testkit.StartProsody(t)
+	auction := testkit.NewFakeAuctionServer(t, p, item)
+	app := testkit.StartApplication(t, p, t.TempDir())
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(app.App.HTTPURL())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the live stream connected", `document.getElementById("live").textContent === "live"`)
+	join(t, ctx, item, stopPrice)
+	waitFor(t, ctx, "the new row as Joining", rowShows(item, "Joining", 0, 0))
+	auction.HasReceivedJoinRequestFrom(app.SniperJID())
+	return p, auction, app, ctx
 }

@@ -112,6 +112,25 @@ func (v *verb) given(name string) bool {
 	return set
 }
 
+// itemAndStopPrice checks the command line of a verb taking ITEM and a
+// required --stop-price (join, set), and returns the item.
+func (v *verb) itemAndStopPrice(stop int64) (string, error) {
+	if err := v.wantArgs("ITEM"); err != nil {
+		return "", err
+	}
+	item := v.args[0]
+	if err := itemArg(item); err != nil {
+		return "", err
+	}
+	if !v.given("stop-price") {
+		return "", usagef("--stop-price is required")
+	}
+	if stop <= 0 {
+		return "", usagef("--stop-price must be a positive integer, got %d", stop)
+	}
+	return item, nil
+}
+
 // wantArgs checks the number of positional arguments.
 func (v *verb) wantArgs(names ...string) error {
 	if len(v.args) < len(names) {
@@ -173,18 +192,9 @@ first stop price stands) and says so.
 `)
 	stop := v.fs.Int64("stop-price", 0, "the most to bid, a positive integer (required)")
 	return runVerb(v, args, stdout, stderr, func(c *client.Client) error {
-		if err := v.wantArgs("ITEM"); err != nil {
+		item, err := v.itemAndStopPrice(*stop)
+		if err != nil {
 			return err
-		}
-		item := v.args[0]
-		if err := itemArg(item); err != nil {
-			return err
-		}
-		if !v.given("stop-price") {
-			return usagef("--stop-price is required")
-		}
-		if *stop <= 0 {
-			return usagef("--stop-price must be a positive integer, got %d", *stop)
 		}
 		a, err := c.Join(ctx, item, *stop)
 		if err != nil {
@@ -273,18 +283,9 @@ has Won, Lost or Failed cannot change: both are refused, saying why.
 `)
 	stop := v.fs.Int64("stop-price", 0, "the new most to bid, a positive integer (required)")
 	return runVerb(v, args, stdout, stderr, func(c *client.Client) error {
-		if err := v.wantArgs("ITEM"); err != nil {
+		item, err := v.itemAndStopPrice(*stop)
+		if err != nil {
 			return err
-		}
-		item := v.args[0]
-		if err := itemArg(item); err != nil {
-			return err
-		}
-		if !v.given("stop-price") {
-			return usagef("--stop-price is required")
-		}
-		if *stop <= 0 {
-			return usagef("--stop-price must be a positive integer, got %d", *stop)
 		}
 		a, err := c.SetStopPrice(ctx, item, *stop)
 		if err != nil {
