@@ -18,6 +18,9 @@ const (
 	Bidding State = "Bidding"
 	Winning State = "Winning"
 	Losing  State = "Losing"
+	// Waiting is a last-second sniper holding its bid until its lead
+	// before the close: someone else leads, and it could outbid them.
+	Waiting State = "Waiting"
 	Won     State = "Won"
 	Lost    State = "Lost"
 	Failed  State = "Failed"
@@ -40,7 +43,7 @@ func (s State) Terminal() bool { return s.Final() || s == Stopped }
 
 // States lists every named state, in the order a sniper goes through them.
 func States() []State {
-	return []State{Joining, Bidding, Winning, Losing, Won, Lost, Failed, Stopped}
+	return []State{Joining, Bidding, Winning, Losing, Waiting, Won, Lost, Failed, Stopped}
 }
 
 // Valid reports whether s is one of the named states.
@@ -59,7 +62,31 @@ type Snapshot struct {
 	Increment int64 `json:"increment,omitempty"`
 	// Reason says why the sniper Failed; empty otherwise.
 	Reason string `json:"reason,omitempty"`
+
+	// Strategy is how the sniper bids: at once (Now, the zero value) or
+	// at the last moment (LastSecond), LeadMS before the close.
+	Strategy Strategy `json:"strategy,omitempty"`
+	LeadMS   int64    `json:"lead_ms,omitempty"`
+	// CloseAt is when the auction house says the auction closes (Unix
+	// ms; 0: it never said). WakeAt is when a Waiting sniper wants its
+	// timer (Unix ms; 0: none). Sniped: the last-second bid was made, so
+	// the sniper now answers every outbid at once until the close.
+	CloseAt int64 `json:"close_at,omitempty"`
+	WakeAt  int64 `json:"wake_at,omitempty"`
+	Sniped  bool  `json:"sniped,omitempty"`
 }
+
+// Strategy is when a sniper bids.
+type Strategy string
+
+// The strategies.
+const (
+	Now        Strategy = ""
+	LastSecond Strategy = "last-second"
+)
+
+// Valid reports whether s is a known strategy.
+func (s Strategy) Valid() bool { return s == Now || s == LastSecond }
 
 // Started reports whether the sniper has received its start command.
 func (s Snapshot) Started() bool { return s.State != "" }
@@ -68,8 +95,13 @@ func (s Snapshot) Started() bool { return s.State != "" }
 // auction-house event.
 type Input interface{ isInput() }
 
-// Start asks the sniper to join its auction and bid up to StopPrice.
-type Start struct{ StopPrice int64 }
+// Start asks the sniper to join its auction and bid up to StopPrice, at
+// once or, with LastSecond, LeadMS before the close.
+type Start struct {
+	StopPrice int64
+	Strategy  Strategy
+	LeadMS    int64
+}
 
 // Stop is the user's request to stop bidding.
 type Stop struct{}
@@ -82,6 +114,16 @@ type Price struct {
 	// FromSniper is true when Bidder is this sniper; the inbound bridge
 	// knows the sniper's identity, the core does not.
 	FromSniper bool
+	// CloseTime is when the auction closes (Unix ms), if the auction
+	// house says (the CloseTime extension of SOL); 0 if not.
+	CloseTime int64
+}
+
+// Timer is the sniper's own timer going off: due when the snapshot's
+// WakeAt asked for it, fired when the shell noticed (later than due after
+// a restart). Time is an input: the core never reads a clock.
+type Timer struct {
+	Due, Fired int64
 }
 
 // SetStopPrice is the user changing their mind: a new most to bid. A
@@ -108,6 +150,7 @@ func (Stop) isInput()         {}
 func (SetStopPrice) isInput() {}
 func (Price) isInput()        {}
 func (Close) isInput()        {}
+func (Timer) isInput()        {}
 func (Malformed) isInput()    {}
 
 // Output is something the sniper asks the outside world to do.
@@ -134,6 +177,7 @@ func Decide(s Snapshot, in Input) (Snapshot, []Output) {
 		}
 		s.State = Joining
 		s.StopPrice = start.StopPrice
+		s.Strategy, s.LeadMS = start.Strategy, max(start.LeadMS, 0)
 		return s, []Output{Join{}}
 	}
 	if set, ok := in.(SetStopPrice); ok {
@@ -147,29 +191,60 @@ func Decide(s Snapshot, in Input) (Snapshot, []Output) {
 		// resume from it if told to.
 		if p, ok := in.(Price); ok {
 			s.LastPrice, s.Increment = p.Current, p.Increment
+			if p.CloseTime > 0 {
+				s.CloseAt = p.CloseTime
+			}
 		}
 		return s, nil
 	}
 	switch in := in.(type) {
 	case Stop:
 		s.State = Stopped
+		s.WakeAt = 0
 	case Close:
 		if s.State == Winning {
 			s.State = Won
 		} else {
 			s.State = Lost
 		}
+		s.WakeAt = 0
+	case Timer:
+		if s.State != Waiting || in.Due != s.WakeAt {
+			return s, nil // an old timer: the plan changed since
+		}
+		s.WakeAt, s.Sniped = 0, true
+		return bidOnLastPrice(s)
 	case Malformed:
 		s.State = Failed
 		s.Reason = in.Reason
 	case Price:
 		s.LastPrice, s.Increment = in.Current, in.Increment
+		if in.CloseTime > 0 {
+			s.CloseAt = in.CloseTime
+		}
 		if in.FromSniper {
 			s.State = Winning
+			s.WakeAt = 0
 			return s, nil
 		}
+		return answer(s)
+	}
+	return s, nil
+}
+
+// answer is what the sniper does when someone else leads at the last
+// price: outbid them now, or, a last-second sniper that knows the close
+// and has not made its bid yet, wait for its lead before the close.
+// Without a close time a last-second sniper bids at once.
+func answer(s Snapshot) (Snapshot, []Output) {
+	if s.Strategy != LastSecond || s.Sniped || s.CloseAt == 0 {
 		return bidOnLastPrice(s)
 	}
+	if bid, ok := add(s.LastPrice, s.Increment); !ok || bid > s.StopPrice {
+		s.State, s.WakeAt = Losing, 0
+		return s, nil
+	}
+	s.State, s.WakeAt = Waiting, s.CloseAt-s.LeadMS
 	return s, nil
 }
 
@@ -203,8 +278,8 @@ func setStopPrice(s Snapshot, stop int64) (Snapshot, []Output) {
 	}
 	s.StopPrice = stop
 	switch {
-	case s.State == Losing:
-		return bidOnLastPrice(s)
+	case s.State == Losing || s.State == Waiting:
+		return answer(s)
 	case s.State != Stopped:
 		return s, nil
 	case s.LastPrice == 0:
@@ -214,7 +289,7 @@ func setStopPrice(s Snapshot, stop int64) (Snapshot, []Output) {
 		s.State = Winning
 		return s, nil
 	}
-	return bidOnLastPrice(s)
+	return answer(s)
 }
 
 // add returns a+b unless the sum overflows: an auction house that reports

@@ -25,7 +25,7 @@ func TestScripts(t *testing.T) {
 				for _, step := range sc.steps {
 					var outs []Output
 					s, outs = Decide(s, step.in)
-					if got := describe(s, outs, strings.Contains(step.want, "stop:")); got != step.want {
+					if got := describe(s, outs, strings.Contains(step.want, "stop:"), strings.Contains(step.want, "wake:")); got != step.want {
 						t.Fatalf("%s:%d: after %q\n got: %s\nwant: %s", file, step.line, step.text, got, step.want)
 					}
 					if s.Item != "item-54321" {
@@ -100,6 +100,12 @@ func parseInput(f []string) (Input, error) {
 	switch {
 	case len(f) == 2 && f[0] == "start":
 		in = Start{StopPrice: num(f[1])}
+	case len(f) == 4 && f[0] == "start" && f[2] == "last-second":
+		in = Start{StopPrice: num(f[1]), Strategy: LastSecond, LeadMS: num(f[3])}
+	case len(f) == 5 && f[0] == "price" && strings.HasPrefix(f[4], "close="):
+		in = Price{Current: num(f[1]), Increment: num(f[2]), Bidder: f[3], FromSniper: f[3] == "sniper", CloseTime: num(strings.TrimPrefix(f[4], "close="))}
+	case len(f) == 3 && f[0] == "timer":
+		in = Timer{Due: num(f[1]), Fired: num(f[2])}
 	case len(f) == 1 && f[0] == "stop":
 		in = Stop{}
 	case len(f) == 2 && f[0] == "set":
@@ -120,9 +126,9 @@ func parseInput(f []string) (Input, error) {
 }
 
 // describe is the state as a script line expects it: state, last price,
-// last bid, then the stop price ("stop:N") where the line asks for it,
-// then the outputs.
-func describe(s Snapshot, outs []Output, withStop bool) string {
+// last bid, then the stop price ("stop:N") and the timer asked for
+// ("wake:MS") where the line asks for them, then the outputs.
+func describe(s Snapshot, outs []Output, withStop, withWake bool) string {
 	state := string(s.State)
 	if state == "" {
 		state = "-"
@@ -130,6 +136,9 @@ func describe(s Snapshot, outs []Output, withStop bool) string {
 	parts := []string{state, strconv.FormatInt(s.LastPrice, 10), strconv.FormatInt(s.LastBid, 10)}
 	if withStop {
 		parts = append(parts, "stop:"+strconv.FormatInt(s.StopPrice, 10))
+	}
+	if withWake {
+		parts = append(parts, "wake:"+strconv.FormatInt(s.WakeAt, 10))
 	}
 	for _, o := range outs {
 		switch o := o.(type) {
