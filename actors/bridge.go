@@ -163,8 +163,9 @@ func (in *Inbound) translate(item, body string) (string, any) {
 	if ev.Kind == "CLOSE" {
 		return messages.Subject(item, messages.KindIn, messages.TypeClose), messages.NewClose(item)
 	}
-	return messages.Subject(item, messages.KindIn, messages.TypePrice),
-		messages.NewPrice(item, ev.CurrentPrice, ev.Increment, ev.Bidder, in.id.IsSniper(ev.Bidder))
+	price := messages.NewPrice(item, ev.CurrentPrice, ev.Increment, ev.Bidder, in.id.IsSniper(ev.Bidder))
+	price.CloseTime = ev.CloseTime
+	return messages.Subject(item, messages.KindIn, messages.TypePrice), price
 }
 
 // store appends with retries until the log takes it or the bridge stops.

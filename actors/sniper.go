@@ -63,10 +63,11 @@ type Deps struct {
 	// when several instances share the log.
 	Instance string
 
-	// Set by StartSystem: the system's lifetime (hard stop), and the
-	// input follower's Done.
+	// Set by StartSystem: the system's lifetime (hard stop), the input
+	// follower's Done, and the system's one timer.
 	runCtx context.Context
 	done   func(seq uint64)
+	timers *timers
 }
 
 // DefaultPassivateAfter is how often the supervisor stops idle snipers:
@@ -386,6 +387,9 @@ func (s *sniper) decide(ctx context.Context, in jetstream.Delivery) error {
 	}
 	s.deps.writeSucceeded()
 	s.snap, s.fence = next, seq
+	if s.deps.timers != nil && (after.State == auction.Waiting || before.WakeAt != after.WakeAt) {
+		s.deps.timers.follow(s.item, after)
+	}
 	if before.State != after.State {
 		s.log.Info("sniper state changed", "from", string(before.State), "to", string(after.State),
 			"last_price", after.LastPrice, "last_bid", after.LastBid, "seq", in.Seq)

@@ -32,7 +32,8 @@ type System struct {
 	stopReading context.CancelFunc // ends the follower and the sweeps
 	readDone    chan struct{}
 	sweepDone   chan struct{}
-	cancel      context.CancelFunc // ends the snipers' retries and writes
+	timersDone  chan struct{}
+	cancel      context.CancelFunc // ends the snipers' retries and writes, and the timers
 	stopOnce    sync.Once
 }
 
@@ -73,6 +74,10 @@ func StartSystem(ctx context.Context, deps Deps) (*System, error) {
 	}
 	decisions := deps.Recovered.Decisions
 	deps.Recovered = nil // not kept in every actor's Deps
+	deps.timers = newTimers(deps.Log, deps.Logger)
+	for _, d := range decisions {
+		deps.timers.follow(d.Item, d.Snapshot)
+	}
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return deps.Logger.With("component", "protoactor")
 	}))
@@ -98,6 +103,11 @@ func StartSystem(ctx context.Context, deps Deps) (*System, error) {
 	}()
 	s.sweepDone = make(chan struct{})
 	go s.sweep(readCtx)
+	s.timersDone = make(chan struct{})
+	go func() {
+		defer close(s.timersDone)
+		deps.timers.run(runCtx)
+	}()
 	return s, nil
 }
 
@@ -156,6 +166,7 @@ func (s *System) Stop(ctx context.Context) {
 			s.deps.Logger.Warn("some inputs were not decided in time; the next start decides them", "inputs", s.inputs.Pending())
 		}
 		s.cancel()
+		<-s.timersDone
 		// The checkpoint is written even when the drain ran out of time.
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		if err := s.inputs.SaveCheckpoint(ctx); err != nil {
@@ -165,6 +176,9 @@ func (s *System) Stop(ctx context.Context) {
 		s.stopActors()
 	})
 }
+
+// Timers is how many snipers wait for a timer (last-second bids).
+func (s *System) Timers() int { return s.deps.timers.Len() }
 
 func (s *System) stopActors() {
 	// ActorSystem.Shutdown stops no actors: poison the root supervisor,

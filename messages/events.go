@@ -19,9 +19,11 @@ const (
 	TypeStart = "start"
 	TypeStop  = "stop"
 	// TypeSet changes a sniper's stop price (and resumes a stopped one).
-	TypeSet       = "set"
-	TypePrice     = "price"
-	TypeClose     = "close"
+	TypeSet   = "set"
+	TypePrice = "price"
+	TypeClose = "close"
+	// TypeTimer is the sniper's own timer going off (last-second bids).
+	TypeTimer     = "timer"
 	TypeMalformed = "malformed"
 	// A decision's type says what it sends: join, bid, or nothing (state).
 	TypeJoin  = "join"
@@ -86,6 +88,9 @@ type StartCommand struct {
 	Type      string `json:"type"`
 	Item      string `json:"item"`
 	StopPrice int64  `json:"stop_price"`
+	// Strategy "last-second" holds the bid until LeadMS before the close.
+	Strategy string `json:"strategy,omitempty"`
+	LeadMS   int64  `json:"lead_ms,omitempty"`
 }
 
 // StopCommand asks the sniper on Item to stop bidding.
@@ -111,6 +116,24 @@ type PriceEvent struct {
 	// FromSniper is decided by the inbound bridge, which knows the
 	// sniper's JID, and recorded so the decision can be replayed.
 	FromSniper bool `json:"from_sniper"`
+	// CloseTime is the close the auction house announced (Unix ms), 0 if
+	// it did not (SOL's CloseTime extension).
+	CloseTime int64 `json:"close_time,omitempty"`
+}
+
+// TimerEvent is the sniper's own timer going off: due when the sniper
+// asked for it (Unix ms), fired when it was noticed; both are logged so
+// that a replay decides the same, and a late timer says how late.
+type TimerEvent struct {
+	Type  string `json:"type"`
+	Item  string `json:"item"`
+	Due   int64  `json:"due"`
+	Fired int64  `json:"fired"`
+}
+
+// NewTimer builds a timer event.
+func NewTimer(item string, due, fired int64) TimerEvent {
+	return TimerEvent{Type: TypeTimer, Item: item, Due: due, Fired: fired}
 }
 
 // CloseEvent is a CLOSE message from the auction house.
@@ -278,7 +301,13 @@ func DecodeInput(subject string, data []byte) (auction.Input, error) {
 		if c.StopPrice <= 0 {
 			return nil, fmt.Errorf("decode %s: stop_price must be positive, got %d", subject, c.StopPrice)
 		}
-		return auction.Start{StopPrice: c.StopPrice}, nil
+		if !auction.Strategy(c.Strategy).Valid() {
+			return nil, fmt.Errorf("decode %s: unknown strategy %q", subject, c.Strategy)
+		}
+		if c.LeadMS < 0 {
+			return nil, fmt.Errorf("decode %s: lead_ms must not be negative, got %d", subject, c.LeadMS)
+		}
+		return auction.Start{StopPrice: c.StopPrice, Strategy: auction.Strategy(c.Strategy), LeadMS: c.LeadMS}, nil
 	case KindCmd + "." + TypeStop:
 		return auction.Stop{}, nil
 	case KindCmd + "." + TypeSet:
@@ -295,7 +324,13 @@ func DecodeInput(subject string, data []byte) (auction.Input, error) {
 		if err := json.Unmarshal(data, &p); err != nil {
 			return nil, fmt.Errorf("decode %s: %w", subject, err)
 		}
-		return auction.Price{Current: p.CurrentPrice, Increment: p.Increment, Bidder: p.Bidder, FromSniper: p.FromSniper}, nil
+		return auction.Price{Current: p.CurrentPrice, Increment: p.Increment, Bidder: p.Bidder, FromSniper: p.FromSniper, CloseTime: p.CloseTime}, nil
+	case KindIn + "." + TypeTimer:
+		var e TimerEvent
+		if err := json.Unmarshal(data, &e); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", subject, err)
+		}
+		return auction.Timer{Due: e.Due, Fired: e.Fired}, nil
 	case KindIn + "." + TypeClose:
 		return auction.Close{}, nil
 	case KindIn + "." + TypeMalformed:

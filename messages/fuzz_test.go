@@ -15,6 +15,7 @@ import (
 func FuzzDecodeAuctionEvent(f *testing.F) {
 	f.Add(messages.EncodePrice(1000, 98, "other bidder"))
 	f.Add(messages.EncodeClose())
+	f.Add(messages.EncodePriceClosing(1000, 98, "other bidder", 1767225600000))
 	f.Fuzz(func(t *testing.T, body string) {
 		ev, err := messages.DecodeAuctionEvent(body)
 		if err != nil {
@@ -43,7 +44,14 @@ func FuzzDecodeAuctionEvent(f *testing.F) {
 				// (and the decoder should never produce one).
 				t.Fatalf("decoder produced a bidder that cannot be re-encoded: %q", ev.Bidder)
 			}
-			again, err := messages.DecodeAuctionEvent(messages.EncodePrice(ev.CurrentPrice, ev.Increment, ev.Bidder))
+			if ev.CloseTime < 0 {
+				t.Fatalf("negative close time: %+v", ev)
+			}
+			encoded := messages.EncodePrice(ev.CurrentPrice, ev.Increment, ev.Bidder)
+			if ev.CloseTime != 0 {
+				encoded = messages.EncodePriceClosing(ev.CurrentPrice, ev.Increment, ev.Bidder, ev.CloseTime)
+			}
+			again, err := messages.DecodeAuctionEvent(encoded)
 			if err != nil {
 				t.Fatalf("re-encoded %+v does not decode: %v", ev, err)
 			}

@@ -24,6 +24,10 @@ type AuctionEvent struct {
 	CurrentPrice int64
 	Increment    int64
 	Bidder       string
+	// CloseTime is when the auction closes, in Unix milliseconds: an
+	// optional PRICE field ("CloseTime: 1767225600000;"), our extension
+	// of SOL 1.1 (docs/sol-closetime.md); 0 when absent.
+	CloseTime int64
 }
 
 // EncodeJoin is the sniper's request to join an auction.
@@ -41,6 +45,12 @@ func EncodeBid(price int64) string {
 // the simulated auction house and by tests.
 func EncodePrice(price, increment int64, bidder string) string {
 	return fmt.Sprintf(solHeader+"Event: PRICE; CurrentPrice: %d; Increment: %d; Bidder: %s;", price, increment, bidder)
+}
+
+// EncodePriceClosing is EncodePrice with the CloseTime extension: the
+// close as Unix milliseconds.
+func EncodePriceClosing(price, increment int64, bidder string, closeMS int64) string {
+	return fmt.Sprintf(solHeader+"Event: PRICE; CurrentPrice: %d; Increment: %d; Bidder: %s; CloseTime: %d;", price, increment, bidder, closeMS)
 }
 
 // EncodeClose announces the end of an auction.
@@ -77,7 +87,15 @@ func DecodeAuctionEvent(body string) (AuctionEvent, error) {
 		if !ok || bidder == "" {
 			return AuctionEvent{}, fmt.Errorf("%w: missing field \"Bidder\"", ErrMalformed)
 		}
-		return AuctionEvent{Kind: "PRICE", CurrentPrice: price, Increment: inc, Bidder: bidder}, nil
+		ev := AuctionEvent{Kind: "PRICE", CurrentPrice: price, Increment: inc, Bidder: bidder}
+		if _, ok := fields["CloseTime"]; ok {
+			// Optional, but when it is there it is read as strictly as
+			// a price: a misread close time would snipe at the wrong time.
+			if ev.CloseTime, err = amount(fields, "CloseTime"); err != nil {
+				return AuctionEvent{}, err
+			}
+		}
+		return ev, nil
 	}
 	return AuctionEvent{}, fmt.Errorf("%w: unknown Event %q", ErrMalformed, event)
 }

@@ -149,3 +149,26 @@ func TestEncodePriceRoundTrip(t *testing.T) {
 		t.Errorf("round trip of EncodeClose = %+v, %v", got, err)
 	}
 }
+
+// The CloseTime extension: optional, read strictly when present, and
+// ignored by nothing else (an old decoder ignores fields it does not know;
+// see docs/sol-closetime.md).
+func TestPriceCloseTime(t *testing.T) {
+	ev, err := messages.DecodeAuctionEvent("SOLVersion: 1.1; Event: PRICE; CurrentPrice: 1000; Increment: 98; Bidder: other; CloseTime: 1767225600000;")
+	if err != nil || ev.CloseTime != 1767225600000 || ev.CurrentPrice != 1000 {
+		t.Fatalf("got %+v, %v", ev, err)
+	}
+	ev, err = messages.DecodeAuctionEvent(messages.EncodePrice(1000, 98, "other"))
+	if err != nil || ev.CloseTime != 0 {
+		t.Fatalf("without the field: %+v, %v", ev, err)
+	}
+	for _, bad := range []string{"soon", "-5", "1.5e12", ""} {
+		body := "SOLVersion: 1.1; Event: PRICE; CurrentPrice: 1000; Increment: 98; Bidder: other; CloseTime: " + bad + ";"
+		if _, err := messages.DecodeAuctionEvent(body); err == nil || !strings.Contains(err.Error(), `"CloseTime"`) {
+			t.Errorf("CloseTime %q: %v, want an error naming the field", bad, err)
+		}
+	}
+	if got := messages.EncodePriceClosing(5, 1, "b", 42); got != "SOLVersion: 1.1; Event: PRICE; CurrentPrice: 5; Increment: 1; Bidder: b; CloseTime: 42;" {
+		t.Errorf("EncodePriceClosing = %q", got)
+	}
+}
