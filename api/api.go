@@ -166,15 +166,61 @@ type View struct {
 	StopPrice int64         `json:"stop_price"`
 	Reason    string        `json:"reason,omitempty"`
 	InputSeq  uint64        `json:"input_seq"`
+	// A last-second sniper's plan: its lead, the close the auction house
+	// announced and when it will bid (Unix ms; 0: not known, not set).
+	Strategy auction.Strategy `json:"strategy,omitempty"`
+	LeadMS   int64            `json:"lead_ms,omitempty"`
+	CloseAt  int64            `json:"close_at,omitempty"`
+	WakeAt   int64            `json:"wake_at,omitempty"`
 }
 
 func viewOf(s messages.DecisionEvent) View {
-	return View{Item: s.Item, State: s.State, LastPrice: s.LastPrice, LastBid: s.LastBid, StopPrice: s.StopPrice, Reason: s.Reason, InputSeq: s.InputSeq}
+	return View{Item: s.Item, State: s.State, LastPrice: s.LastPrice, LastBid: s.LastBid, StopPrice: s.StopPrice, Reason: s.Reason, InputSeq: s.InputSeq,
+		Strategy: s.Strategy, LeadMS: s.LeadMS, CloseAt: s.CloseAt, WakeAt: s.WakeAt}
 }
 
 type joinRequest struct {
 	Item      string          `json:"item"`
 	StopPrice json.RawMessage `json:"stop_price"`
+	// Strategy "last-second" holds the bid until LeadMS before the close
+	// (when the auction house announces it); "now" or absent bids at once.
+	Strategy *string `json:"strategy"`
+	LeadMS   *int64  `json:"lead_ms"`
+}
+
+// DefaultLeadMS is how long before the close a last-second sniper bids
+// when the join does not say.
+const DefaultLeadMS = 2000
+
+// maxLeadMS bounds a lead: an hour before the close is no longer a
+// last-second bid.
+const maxLeadMS = 3_600_000
+
+// strategyOf checks a join's strategy and lead.
+func (req joinRequest) strategyOf() (auction.Strategy, int64, error) {
+	strategy := auction.Now
+	if req.Strategy != nil {
+		switch *req.Strategy {
+		case "now":
+		case string(auction.LastSecond):
+			strategy = auction.LastSecond
+		default:
+			return "", 0, fmt.Errorf(`strategy must be "now" or "last-second", got %q`, clip.String(*req.Strategy, 40))
+		}
+	}
+	if req.LeadMS == nil {
+		if strategy == auction.LastSecond {
+			return strategy, DefaultLeadMS, nil
+		}
+		return strategy, 0, nil
+	}
+	if strategy != auction.LastSecond {
+		return "", 0, errors.New(`lead_ms is for "strategy": "last-second"`)
+	}
+	if *req.LeadMS < 1 || *req.LeadMS > maxLeadMS {
+		return "", 0, fmt.Errorf("lead_ms must be 1 to %d (milliseconds before the close), got %d", maxLeadMS, *req.LeadMS)
+	}
+	return strategy, *req.LeadMS, nil
 }
 
 func (s *Server) snipers(w http.ResponseWriter, r *http.Request) {
@@ -207,6 +253,11 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	strategy, lead, err := req.strategyOf()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 	if !s.available(w, "join "+req.Item) {
 		return
 	}
@@ -215,7 +266,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	// The start command is fenced on "first on its subject": of two
 	// concurrent joins, or a join on another instance, only one lands.
 	_, err = s.Log.Append(ctx, messages.Subject(req.Item, messages.KindCmd, messages.TypeStart),
-		messages.NewStart(req.Item, stop), jetstream.WithMsgID(req.Item+"/start"), jetstream.FirstOfSubject())
+		startCommand(req.Item, stop, strategy, lead), jetstream.WithMsgID(req.Item+"/start"), jetstream.FirstOfSubject())
 	status := http.StatusCreated
 	switch {
 	case errors.Is(err, jetstream.ErrExists):
@@ -232,6 +283,12 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	WriteJSON(w, status, viewOf(snap))
+}
+
+func startCommand(item string, stop int64, strategy auction.Strategy, lead int64) messages.StartCommand {
+	c := messages.NewStart(item, stop)
+	c.Strategy, c.LeadMS = string(strategy), lead
+	return c
 }
 
 func parseStopPrice(raw json.RawMessage) (int64, error) {

@@ -66,7 +66,28 @@ func validJoin(body []byte) bool {
 			}
 		case strings.EqualFold(key, "stop_price"):
 			fields["stop_price"] = v
+		case strings.EqualFold(key, "strategy"), strings.EqualFold(key, "lead_ms"):
+			// null leaves a Go pointer as it was.
+			if string(v) != "null" {
+				fields[strings.ToLower(key)] = v
+			} else {
+				delete(fields, strings.ToLower(key))
+			}
 		default:
+			return false
+		}
+	}
+	lastSecond := false
+	if raw, ok := fields["strategy"]; ok {
+		var strategy string
+		if json.Unmarshal(raw, &strategy) != nil || (strategy != "now" && strategy != "last-second") {
+			return false
+		}
+		lastSecond = strategy == "last-second"
+	}
+	if raw, ok := fields["lead_ms"]; ok {
+		lead, err := strconv.ParseInt(string(raw), 10, 64)
+		if !lastSecond || err != nil || !regexp.MustCompile(`^-?[0-9]+$`).Match(raw) || lead < 1 || lead > 3_600_000 {
 			return false
 		}
 	}
@@ -86,24 +107,32 @@ func validJoin(body []byte) bool {
 
 func TestValidJoinOracle(t *testing.T) {
 	for body, want := range map[string]bool{
-		`{"item":"item-1","stop_price":1100}`:                    true,
-		` {"stop_price":1,"item":"a"} `:                          true,
-		`{"ITEM":"a","Stop_Price":5}`:                            true,
-		`{"item":"a","item":"b","stop_price":5}`:                 true,
-		`{"item":"a.b","stop_price":5}`:                          false,
-		`{"item":"a","stop_price":"5"}`:                          false,
-		`{"item":"a","stop_price":5.0}`:                          false,
-		`{"item":"a","stop_price":0}`:                            false,
-		`{"item":"a","stop_price":9223372036854775808}`:          false,
-		`{"item":"a","stop_price":5,"x":1}`:                      false,
-		`{"item":"a","stop_price":5}}`:                           false,
-		`{"item":"a","stop_price":null}`:                         false,
-		`[{"item":"a","stop_price":5}]`:                          false,
-		`{"item":"a"}`:                                           false,
-		`{"item":"\u0061","stop_price":5}`:                       true,
-		`{"item":"a","item":null,"stop_price":5}`:                true,
-		`{"item":null,"stop_price":5}`:                           false,
-		`{"item":"a","stop_price":5}{"item":"a","stop_price":5}`: false,
+		`{"item":"item-1","stop_price":1100}`:                                true,
+		` {"stop_price":1,"item":"a"} `:                                      true,
+		`{"ITEM":"a","Stop_Price":5}`:                                        true,
+		`{"item":"a","item":"b","stop_price":5}`:                             true,
+		`{"item":"a.b","stop_price":5}`:                                      false,
+		`{"item":"a","stop_price":"5"}`:                                      false,
+		`{"item":"a","stop_price":5.0}`:                                      false,
+		`{"item":"a","stop_price":0}`:                                        false,
+		`{"item":"a","stop_price":9223372036854775808}`:                      false,
+		`{"item":"a","stop_price":5,"x":1}`:                                  false,
+		`{"item":"a","stop_price":5,"strategy":"last-second"}`:               true,
+		`{"item":"a","stop_price":5,"strategy":"last-second","lead_ms":500}`: true,
+		`{"item":"a","stop_price":5,"strategy":"now"}`:                       true,
+		`{"item":"a","stop_price":5,"strategy":"later"}`:                     false,
+		`{"item":"a","stop_price":5,"lead_ms":500}`:                          false,
+		`{"item":"a","stop_price":5,"strategy":"last-second","lead_ms":0}`:   false,
+		`{"item":"a","stop_price":5,"strategy":"last-second","lead_ms":2.5}`: false,
+		`{"item":"a","stop_price":5,"strategy":null,"lead_ms":null}`:         true,
+		`{"item":"a","stop_price":5}}`:                                       false,
+		`{"item":"a","stop_price":null}`:                                     false,
+		`[{"item":"a","stop_price":5}]`:                                      false,
+		`{"item":"a"}`:                                                       false,
+		`{"item":"\u0061","stop_price":5}`:                                   true,
+		`{"item":"a","item":null,"stop_price":5}`:                            true,
+		`{"item":null,"stop_price":5}`:                                       false,
+		`{"item":"a","stop_price":5}{"item":"a","stop_price":5}`:             false,
 	} {
 		if got := validJoin([]byte(body)); got != want {
 			t.Errorf("validJoin(%s) = %v, want %v", body, got, want)

@@ -38,20 +38,25 @@ type round struct {
 	price     int64
 	high      string // HouseBidder, a simulated bidder's name or a full JID
 	bids      int    // accepted bids
+	// closesAt is announced in every PRICE (SOL's CloseTime extension,
+	// Unix ms): the house knows its clock, the round only carries it.
+	closesAt int64
 
 	// participants, in join order, so broadcasts go out in a stable order.
 	order []jid.JID
 	known map[string]bool
 }
 
-func newRound(item string, start, increment int64) *round {
-	return &round{item: item, increment: increment, price: start, high: HouseBidder, known: map[string]bool{}}
+func newRound(item string, start, increment int64, closesAt time.Time) *round {
+	return &round{item: item, increment: increment, price: start, high: HouseBidder, known: map[string]bool{}, closesAt: closesAt.UnixMilli()}
 }
 
 // minBid is the lowest bid the round accepts now.
 func (r *round) minBid() int64 { return r.price + r.increment }
 
-func (r *round) priceBody() string { return messages.EncodePrice(r.price, r.increment, r.high) }
+func (r *round) priceBody() string {
+	return messages.EncodePriceClosing(r.price, r.increment, r.high, r.closesAt)
+}
 
 // join records from as a participant (if it is not one yet) and returns
 // the PRICE to send it: a JOIN always gets the current state, even a

@@ -37,8 +37,9 @@ func TestParseCommand(t *testing.T) {
 func TestRoundRules(t *testing.T) {
 	a := jid.MustParse("a@localhost/Auction")
 	b := jid.MustParse("b@localhost/Auction")
-	r := newRound("lamp", 100, 10)
-	if isNew, out := r.join(a); !isNew || len(out) != 1 || out[0].body != messages.EncodePrice(100, 10, HouseBidder) {
+	closes := time.UnixMilli(1767225600000)
+	r := newRound("lamp", 100, 10, closes)
+	if isNew, out := r.join(a); !isNew || len(out) != 1 || out[0].body != messages.EncodePriceClosing(100, 10, HouseBidder, closes.UnixMilli()) {
 		t.Fatalf("join: %v %+v", isNew, out)
 	}
 	if isNew, _ := r.join(a); isNew {
@@ -49,7 +50,7 @@ func TestRoundRules(t *testing.T) {
 		t.Fatalf("bid below the minimum accepted: %+v", out)
 	}
 	ok, out := r.bid(a.String(), 110)
-	if !ok || len(out) != 2 || !out[0].to.Equal(a) || !out[1].to.Equal(b) || out[1].body != messages.EncodePrice(110, 10, a.String()) {
+	if !ok || len(out) != 2 || !out[0].to.Equal(a) || !out[1].to.Equal(b) || out[1].body != messages.EncodePriceClosing(110, 10, a.String(), closes.UnixMilli()) {
 		t.Fatalf("bid 110: %v %+v", ok, out)
 	}
 	if out := r.close(); len(out) != 2 || out[0].body != messages.EncodeClose() {
@@ -90,7 +91,7 @@ func TestSimulatedBiddersAreSeedDetermined(t *testing.T) {
 
 func TestSimulatedBidderStaysWithinItsLimit(t *testing.T) {
 	bs := newSimBidders(2, 1, 0, 1, 100, 10)
-	r := newRound("lamp", 100, 10)
+	r := newRound("lamp", 100, 10, time.Now())
 	for range 1000 {
 		moved := false
 		for _, b := range bs {

@@ -114,6 +114,10 @@ type Config struct {
 	MinBidInterval, MaxBidInterval time.Duration
 	// Seed makes the simulated bidders reproducible.
 	Seed uint64
+	// BiddersQuitBefore is how long before the close the simulated
+	// bidders make their last move (0: they bid until the close). Real
+	// bidders often stop early; a last-second sniper wins those.
+	BiddersQuitBefore time.Duration
 	// Logger receives the house's log (nil: discarded).
 	Logger *slog.Logger
 }
@@ -434,7 +438,7 @@ func (h *House) open(s *slot, roundNo int, id string) *listing {
 	now := time.Now()
 	l := &listing{
 		id: id, roundNo: roundNo,
-		r:       newRound(id, it.StartPrice, it.Increment),
+		r:       newRound(id, it.StartPrice, it.Increment, now.Add(it.Duration)),
 		bidders: newSimBidders(it.Bidders, h.cfg.Seed, s.idx, roundNo, it.StartPrice, it.Increment),
 		lo:      lo, hi: hi,
 		openedAt: now, closesAt: now.Add(it.Duration),
@@ -537,11 +541,15 @@ func (h *House) runListing(s *slot, l *listing) bool {
 					"winner", l.r.high, "bids", l.r.bids, "participants", len(l.r.order))
 				return true
 			}
+			quiet := h.cfg.BiddersQuitBefore > 0 && !now.Before(l.closesAt.Add(-h.cfg.BiddersQuitBefore))
 			for _, b := range l.bidders {
 				if b.next.After(now) {
 					continue
 				}
 				b.next = now.Add(b.wait(l.lo, l.hi))
+				if quiet {
+					continue
+				}
 				if amount, ok := b.offer(l.r); ok {
 					_, out := l.r.bid(b.name, amount)
 					h.log.Debug("simulated bid", "item", l.id, "bidder", b.name, "price", amount)

@@ -145,8 +145,8 @@ func (b *bidder) next(item string) messages.AuctionEvent {
 func (b *bidder) expectPrice(item string, price, inc int64, bidder string) {
 	b.t.Helper()
 	ev := b.next(item)
-	want := messages.AuctionEvent{Kind: "PRICE", CurrentPrice: price, Increment: inc, Bidder: bidder}
-	if ev != want {
+	want := messages.AuctionEvent{Kind: "PRICE", CurrentPrice: price, Increment: inc, Bidder: bidder, CloseTime: ev.CloseTime}
+	if ev != want || ev.CloseTime == 0 {
 		b.t.Fatalf("%s: got %+v, want %+v", b.cfg.JID, ev, want)
 	}
 }

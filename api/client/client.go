@@ -158,9 +158,24 @@ type Answer struct {
 	Raw    []byte
 }
 
+// JoinOption is a choice a join can make beyond its stop price.
+type JoinOption func(map[string]any)
+
+// LastSecond holds the sniper's bid until lead before the close.
+func LastSecond(lead time.Duration) JoinOption {
+	return func(body map[string]any) {
+		body["strategy"] = "last-second"
+		body["lead_ms"] = lead.Milliseconds()
+	}
+}
+
 // Join joins the auction for item with a stop price.
-func (c *Client) Join(ctx context.Context, item string, stopPrice int64) (Answer, error) {
-	body, _ := json.Marshal(map[string]any{"item": item, "stop_price": stopPrice})
+func (c *Client) Join(ctx context.Context, item string, stopPrice int64, opts ...JoinOption) (Answer, error) {
+	req := map[string]any{"item": item, "stop_price": stopPrice}
+	for _, o := range opts {
+		o(req)
+	}
+	body, _ := json.Marshal(req)
 	return c.command(ctx, http.MethodPost, "/api/snipers", body, "join")
 }
 

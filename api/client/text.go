@@ -76,19 +76,38 @@ func DescribeEvent(e api.Event) string {
 		Price        int64  `json:"price"`
 		OutSeq       uint64 `json:"out_seq"`
 		By           string `json:"by"`
+		Strategy     string `json:"strategy"`
+		LeadMS       int64  `json:"lead_ms"`
+		CloseTime    int64  `json:"close_time"`
+		Due          int64  `json:"due"`
+		Fired        int64  `json:"fired"`
 	}
 	if err := json.Unmarshal(e.Data, &d); err != nil {
 		return fmt.Sprintf("%s (unreadable: %s)", clip.Printable(e.Type), clip.Printable(clip.String(string(e.Data), 200)))
 	}
 	switch e.Type {
 	case messages.TypeStart:
+		if d.Strategy == "last-second" {
+			return fmt.Sprintf("joined, stop price %d, bidding %s before the close", d.StopPrice, time.Duration(d.LeadMS)*time.Millisecond)
+		}
 		return fmt.Sprintf("joined, stop price %d", d.StopPrice)
 	case messages.TypeStop:
 		return "asked to stop"
+	case messages.TypeSet:
+		return fmt.Sprintf("asked for a stop price of %d", d.StopPrice)
+	case messages.TypeTimer:
+		s := "the last-second timer went off"
+		if late := time.Duration(d.Fired-d.Due) * time.Millisecond; late >= time.Second {
+			s += fmt.Sprintf(", late by %s (no instance was running when it was due at %s)", late.Round(time.Millisecond), time.UnixMilli(d.Due).Local().Format("15:04:05.000"))
+		}
+		return s
 	case messages.TypePrice:
 		s := fmt.Sprintf("price %d (+%d) by %s", d.CurrentPrice, d.Increment, clip.Printable(d.Bidder))
 		if d.FromSniper {
 			s += " (the sniper)"
+		}
+		if d.CloseTime > 0 {
+			s += ", closing at " + time.UnixMilli(d.CloseTime).Local().Format("15:04:05.000")
 		}
 		return s
 	case messages.TypeClose:

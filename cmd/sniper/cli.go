@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"sniper/api"
 	"sniper/api/client"
@@ -186,17 +187,28 @@ func oneLine(s string) string {
 // ---- the verbs ----
 
 func cmdJoin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	v := newVerb("join", "join ITEM --stop-price N", `Joins the auction for ITEM: the sniper bids for you, each time someone
-outbids you, up to N. Joining an item already joined changes nothing (the
-first stop price stands) and says so.
+	v := newVerb("join", "join ITEM --stop-price N [--last-second LEAD]", `Joins the auction for ITEM: the sniper bids for you, each time someone
+outbids you, up to N. With --last-second it holds its bid instead, and
+bids once, LEAD before the close (where the auction house announces its
+close, SOL's CloseTime extension), without driving the price up before.
+Joining an item already joined changes nothing (the first stop price
+stands) and says so.
 `)
 	stop := v.fs.Int64("stop-price", 0, "the most to bid, a positive integer (required)")
+	lastSecond := v.fs.Duration("last-second", 0, "hold the bid until `LEAD` before the close (e.g. 2s), then bid once; at once where the auction house does not announce its close")
 	return runVerb(v, args, stdout, stderr, func(c *client.Client) error {
 		item, err := v.itemAndStopPrice(*stop)
 		if err != nil {
 			return err
 		}
-		a, err := c.Join(ctx, item, *stop)
+		var opts []client.JoinOption
+		if v.given("last-second") {
+			if *lastSecond < time.Millisecond {
+				return usagef("--last-second must be a lead of 1ms or more, got %s", *lastSecond)
+			}
+			opts = append(opts, client.LastSecond(*lastSecond))
+		}
+		a, err := c.Join(ctx, item, *stop, opts...)
 		if err != nil {
 			return err
 		}

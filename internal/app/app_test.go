@@ -177,11 +177,6 @@ func count(recs []jetstream.Record, item, kind, typ string) int {
 	return n
 }
 
-// countDecisions counts the auction's decisions, whatever they send.
-func countDecisions(recs []jetstream.Record, item string) int {
-	return count(recs, item, messages.KindDec, messages.TypeJoin) + count(recs, item, messages.KindDec, messages.TypeBid) +
-		count(recs, item, messages.KindDec, messages.TypeState)
-}
 
 func wantCounts(t *testing.T, a *app.App, item string, starts, joins, bids int) {
 	t.Helper()

@@ -63,6 +63,10 @@ function render(s) {
   const cell = row.querySelector(".state-cell");
   cell.replaceChildren(el("span", { class: "state state-" + s.state }, s.state));
   if (s.reason) cell.append(el("span", { class: "reason" }, s.reason));
+  // A last-second sniper shows when it will bid; one ticker updates them all.
+  row.dataset.wakeAt = s.state === "Waiting" && s.wake_at ? s.wake_at : "";
+  if (row.dataset.wakeAt) cell.append(el("span", { class: "countdown" }));
+  tickCountdowns();
   const final = ["Won", "Lost", "Failed", "Stopped"].includes(s.state);
   row.querySelector(".actions button.secondary").disabled = final;
   // Won, Lost and Failed are over; a Stopped sniper can be resumed.
@@ -70,6 +74,16 @@ function render(s) {
   $("empty").hidden = rows.size > 0;
   if ($("history-item").textContent === s.item && !$("history").hidden) showHistory(s.item);
 }
+
+function tickCountdowns() {
+  for (const row of rows.values()) {
+    const c = row.querySelector(".countdown");
+    if (!c || !row.dataset.wakeAt) continue;
+    const ms = Number(row.dataset.wakeAt) - Date.now();
+    c.textContent = ms > 0 ? `bids in ${(ms / 1000).toFixed(1)} s` : "bidding now";
+  }
+}
+setInterval(tickCountdowns, 100);
 
 function insertSorted(row, item) {
   const body = $("snipers").tBodies[0];
@@ -154,20 +168,26 @@ $("join").addEventListener("submit", async (e) => {
   e.preventDefault();
   const item = $("item").value.trim();
   const stopText = $("stop-price").value.trim();
-  fieldError("item"); fieldError("stop-price"); $("form-error").textContent = "";
+  const leadText = $("lead").value.trim();
+  fieldError("item"); fieldError("stop-price"); fieldError("lead"); $("form-error").textContent = "";
   let ok = true;
   if (!ITEM.test(item)) { fieldError("item", "1 to 64 letters, digits, '-' or '_'"); ok = false; }
   if (!/^[1-9][0-9]{0,17}$/.test(stopText)) { fieldError("stop-price", "a whole number above 0"); ok = false; }
+  const lead = Number(leadText);
+  if (leadText !== "" && !(lead > 0 && lead <= 3600)) { fieldError("lead", "seconds, above 0 and at most 3600"); ok = false; }
   if (!ok) return;
   const button = $("join-button");
   button.disabled = true;
   try {
-    const s = await api("POST", "api/snipers", { item, stop_price: Number(stopText) });
+    const body = { item, stop_price: Number(stopText) };
+    if (leadText !== "") { body.strategy = "last-second"; body.lead_ms = Math.max(1, Math.round(lead * 1000)); }
+    const s = await api("POST", "api/snipers", body);
     if (s && s.state) render(s);
-    $("item").value = ""; $("stop-price").value = "";
+    $("item").value = ""; $("stop-price").value = ""; $("lead").value = "";
   } catch (err) {
     const msg = err.message;
     if (/stop_price/.test(msg)) fieldError("stop-price", msg);
+    else if (/lead_ms|strategy/.test(msg)) fieldError("lead", msg);
     else if (/item/.test(msg)) fieldError("item", msg);
     else $("form-error").textContent = msg;
   } finally {
@@ -222,10 +242,15 @@ function describe(ev) {
     }
   }
   switch (ev.type) {
-    case "start": return `You joined, bidding up to ${d.stop_price}`;
+    case "start": return `You joined, bidding up to ${d.stop_price}` + (d.strategy === "last-second" ? `, ${d.lead_ms / 1000} s before the close` : "");
+    case "timer": {
+      const late = d.fired - d.due;
+      return "The last-second timer went off" + (late >= 1000 ? `, ${(late / 1000).toFixed(1)} s late (no instance was running when it was due)` : "");
+    }
     case "stop": return "You stopped the sniper";
     case "set": return `You changed the stop price to ${d.stop_price}`;
-    case "price": return `Price ${d.current_price} (increment ${d.increment}) by ${d.bidder}` + (d.from_sniper ? " (the sniper)" : "");
+    case "price": return `Price ${d.current_price} (increment ${d.increment}) by ${d.bidder}` + (d.from_sniper ? " (the sniper)" : "") +
+      (d.close_time ? `, closing at ${new Date(d.close_time).toLocaleTimeString()}` : "");
     case "close": return "The auction closed";
     case "malformed": return `Unreadable message "${d.body}": ${d.reason}`;
     case "sent": return `Sent to the auction house: ${d.body}`;
