@@ -3,6 +3,7 @@ package testkit
 import (
 	"errors"
 	"fmt"
+	"sniper/messages"
 	"sync"
 	"testing"
 	"time"
@@ -150,6 +151,13 @@ func (a *FakeAuctionServer) HasReceivedBid(price int64, sniperJID string) {
 func (a *FakeAuctionServer) ReportPrice(price, increment int64, bidder string) {
 	a.t.Helper()
 	a.sendToSniper(SOLPrice(price, increment, bidder))
+}
+
+// ReportPriceClosing is ReportPrice with the close time (SOL's CloseTime
+// extension, docs/sol-closetime.md).
+func (a *FakeAuctionServer) ReportPriceClosing(price, increment int64, bidder string, closeAt time.Time) {
+	a.t.Helper()
+	a.sendToSniper(messages.EncodePriceClosing(price, increment, bidder, closeAt.UnixMilli()))
 }
 
 // AnnounceClosed tells the joined sniper the auction has closed.

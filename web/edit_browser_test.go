@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
@@ -60,4 +61,38 @@ func joinedOnThePage(t *testing.T, item, stopPrice string) (*testkit.Prosody, *t
 	waitFor(t, ctx, "the new row as Joining", rowShows(item, "Joining", 0, 0))
 	auction.HasReceivedJoinRequestFrom(app.SniperJID())
 	return p, auction, app, ctx
+}
+
+// A last-second sniper joined from the page shows, while it waits, a
+// countdown to its bid, which goes once the bid is made.
+func TestBrowserShowsALastSecondCountdown(t *testing.T) {
+	p := testkit.StartProsody(t)
+	const item = "item-countdown"
+	auction := testkit.NewFakeAuctionServer(t, p, item)
+	app := testkit.StartApplication(t, p, t.TempDir())
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(app.App.HTTPURL())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the live stream connected", `document.getElementById("live").textContent === "live"`)
+	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("lead"), "1")); err != nil {
+		t.Fatal(err)
+	}
+	join(t, ctx, item, "5000")
+	waitFor(t, ctx, "the new row", rowShows(item, "Joining", 0, 0))
+	auction.HasReceivedJoinRequestFrom(app.SniperJID())
+	closeAt := time.Now().Add(4 * time.Second)
+	auction.ReportPriceClosing(1000, 50, "other@"+p.Domain(), closeAt)
+	waitFor(t, ctx, "Waiting with a countdown", fmt.Sprintf(`/^bids in [0-9.]+ s$/.test(%s)`, textOf(item, "countdown")))
+	auction.HasReceivedBid(1050, app.SniperJID())
+	waitFor(t, ctx, "Bidding, the countdown gone", rowShows(item, "Bidding", 1000, 1050)+fmt.Sprintf(` && %s === ""`, textOf(item, "countdown")))
+	if sent := time.Now(); sent.Before(closeAt.Add(-1500 * time.Millisecond)) {
+		t.Errorf("the bid came %s before the close, want within the 1 s lead (and the page's reaction)", closeAt.Sub(sent))
+	}
+}
+
+// textOf is a JS expression: the text of the element of class cls in
+// item's row, "" if there is none.
+func textOf(item, cls string) string {
+	return fmt.Sprintf(`((document.querySelector("#row-%s .%s")||{}).textContent||"")`, item, cls)
 }

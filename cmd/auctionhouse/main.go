@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		increment  = fs.Int64("increment", 10, "minimum raise of a bid")
 		bidders    = fs.Int("bidders", 3, "simulated bidders per item")
 		seed       = fs.Uint64("seed", 0, "seed of the simulated bidders (0: random, logged so a run can be repeated)")
+		quitBefore = fs.Duration("bidders-quit-before", 0, "simulated bidders make no move in the last `D` of an auction, as real bidders often stop early (0: they bid until the close)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
 	)
@@ -105,6 +106,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageErr(errors.New("--start-price must be >= 0 and --increment > 0"))
 	case *bidders < 0:
 		return usageErr(errors.New("--bidders must be >= 0"))
+	case *quitBefore < 0:
+		return usageErr(errors.New("--bidders-quit-before must be >= 0"))
 	}
 	logger, err := logging.New(stderr, *logLevel, *logFormat)
 	if err != nil {
@@ -117,7 +120,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := auctionhouse.Config{
 		XMPPAddr: *xmppAddr, Domain: *domain, TLS: mode, Password: *password,
-		Pause: *pause, Seed: *seed, Logger: logger,
+		Pause: *pause, Seed: *seed, BiddersQuitBefore: *quitBefore, Logger: logger,
 	}
 	for _, id := range ids {
 		cfg.Items = append(cfg.Items, auctionhouse.ItemConfig{
