@@ -177,7 +177,6 @@ func count(recs []jetstream.Record, item, kind, typ string) int {
 	return n
 }
 
-
 func wantCounts(t *testing.T, a *app.App, item string, starts, joins, bids int) {
 	t.Helper()
 	recs := history(t, a, item)
