@@ -74,6 +74,13 @@ type Snapshot struct {
 	CloseAt int64 `json:"close_at,omitempty"`
 	WakeAt  int64 `json:"wake_at,omitempty"`
 	Sniped  bool  `json:"sniped,omitempty"`
+
+	// Group names the snipe group the sniper belongs to ("": none). A
+	// member bids only while it holds one of the group's slots (Slot),
+	// which DecideGroup hands out; it gives its slot back itself when it
+	// has no bid standing any more (Losing, Lost, Stopped, Failed).
+	Group string `json:"group,omitempty"`
+	Slot  bool   `json:"slot,omitempty"`
 }
 
 // Strategy is when a sniper bids.
@@ -101,6 +108,10 @@ type Start struct {
 	StopPrice int64
 	Strategy  Strategy
 	LeadMS    int64
+	// Group and Win make the sniper a member of a snipe group that wins
+	// at most Win items (see DecideGroup).
+	Group string
+	Win   int
 }
 
 // Stop is the user's request to stop bidding.
@@ -171,6 +182,16 @@ func (Bid) isOutput()  {}
 // the start, anything after the end) leave the state as it is and send
 // nothing, because the log may legitimately replay them.
 func Decide(s Snapshot, in Input) (Snapshot, []Output) {
+	s, outs := decide(s, in)
+	if s.Slot && s.State != Won && (s.State.Final() || !s.HasStandingBid() && !(s.State == Waiting && s.WakeAt > 0)) {
+		// No bid of its can stand any more (nor is it waiting for its
+		// last second): the slot goes back to the group.
+		s.Slot = false
+	}
+	return s, outs
+}
+
+func decide(s Snapshot, in Input) (Snapshot, []Output) {
 	if start, ok := in.(Start); ok {
 		if s.Started() {
 			return s, nil
@@ -178,6 +199,7 @@ func Decide(s Snapshot, in Input) (Snapshot, []Output) {
 		s.State = Joining
 		s.StopPrice = start.StopPrice
 		s.Strategy, s.LeadMS = start.Strategy, max(start.LeadMS, 0)
+		s.Group = start.Group
 		return s, []Output{Join{}}
 	}
 	if set, ok := in.(SetStopPrice); ok {
@@ -237,6 +259,16 @@ func Decide(s Snapshot, in Input) (Snapshot, []Output) {
 // and has not made its bid yet, wait for its lead before the close.
 // Without a close time a last-second sniper bids at once.
 func answer(s Snapshot) (Snapshot, []Output) {
+	if s.Group != "" && !s.Slot {
+		// A group member without a slot follows the price: Waiting for
+		// a slot while it could outbid, Losing when it could not.
+		if bid, ok := add(s.LastPrice, s.Increment); !ok || bid > s.StopPrice {
+			s.State, s.WakeAt = Losing, 0
+		} else {
+			s.State, s.WakeAt = Waiting, 0
+		}
+		return s, nil
+	}
 	if s.Strategy != LastSecond || s.Sniped || s.CloseAt == 0 {
 		return bidOnLastPrice(s)
 	}
@@ -261,15 +293,17 @@ func bidOnLastPrice(s Snapshot) (Snapshot, []Output) {
 }
 
 // HasStandingBid reports whether the sniper's last bid may still be the
-// auction's best: it was made and nobody else's price came after it.
+// auction's best: it was made and no higher price came after it.
 func (s Snapshot) HasStandingBid() bool {
 	switch s.State {
 	case Bidding, Winning:
 		return true
-	case Stopped:
-		return s.LastBid > 0 && s.LastBid == s.LastPrice
+	case Won, Lost, Failed:
+		return false
 	}
-	return false
+	// Stopped, or Losing on a price below a bid still on its way: the
+	// bid leads, or may yet, while no higher price came.
+	return s.LastBid > 0 && s.LastBid >= s.LastPrice
 }
 
 func setStopPrice(s Snapshot, stop int64) (Snapshot, []Output) {
@@ -286,7 +320,12 @@ func setStopPrice(s Snapshot, stop int64) (Snapshot, []Output) {
 		s.State = Joining // joined, no price yet
 		return s, nil
 	case s.HasStandingBid():
-		s.State = Winning
+		// Its bid leads (Winning), or is still on its way (Bidding): no
+		// new bid either way.
+		s.State = Bidding
+		if s.LastBid == s.LastPrice {
+			s.State = Winning
+		}
 		return s, nil
 	}
 	return answer(s)
