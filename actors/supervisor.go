@@ -6,6 +6,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"sniper/auction"
 	"sniper/jetstream"
 	"sniper/messages"
 )
@@ -34,6 +35,13 @@ type supervisor struct {
 	// inputs that came for them meanwhile.
 	active      map[string]bool
 	passivating map[string]*passivation
+	// Snipe groups: a member's inputs go to its group's actor, never to
+	// a sniper of its own. groupOf knows every member (finished ones too:
+	// a won item counts against the group); dormantGroups holds the
+	// members' last decisions until the group's first input.
+	groupOf       map[string]string
+	groups        map[string]*actor.PID
+	dormantGroups map[string][]jetstream.StoredDecision
 }
 
 // passivation is an idle sniper on its way out.
@@ -59,7 +67,8 @@ func SupervisorProps(deps Deps) *actor.Props {
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &supervisor{deps: deps, live: map[string]*actor.PID{}, dormant: map[string]jetstream.StoredDecision{}, finished: map[string]bool{},
-			active: map[string]bool{}, passivating: map[string]*passivation{}}
+			active: map[string]bool{}, passivating: map[string]*passivation{},
+			groupOf: map[string]string{}, groups: map[string]*actor.PID{}, dormantGroups: map[string][]jetstream.StoredDecision{}}
 	}, actor.WithSupervisor(actor.NewOneForOneStrategy(10, time.Minute, decider)))
 }
 
@@ -67,6 +76,11 @@ func (s *supervisor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case recovered:
 		for _, d := range m.decisions {
+			if d.Group != "" {
+				s.groupOf[d.Item] = d.Group
+				s.dormantGroups[d.Group] = append(s.dormantGroups[d.Group], d)
+				continue
+			}
 			if d.State.Final() {
 				s.finished[d.Item] = true
 			} else {
@@ -147,6 +161,10 @@ func (s *supervisor) route(ctx actor.Context, in input) {
 		s.deps.inputDone(in.Seq)
 		return
 	}
+	if group, ok := s.groupOf[item]; ok {
+		s.toGroup(ctx, group, in)
+		return
+	}
 	if pid, ok := s.live[item]; ok {
 		s.active[item] = true
 		ctx.Send(pid, in)
@@ -166,6 +184,14 @@ func (s *supervisor) route(ctx actor.Context, in input) {
 		s.deps.inputDone(in.Seq)
 		return
 	}
+	if !known {
+		if decoded, err := messages.DecodeInput(in.Subject, in.Data); err == nil && isGroupStart(decoded) {
+			group := decoded.(auction.Start).Group
+			s.groupOf[item] = group
+			s.toGroup(ctx, group, in)
+			return
+		}
+	}
 	var from *jetstream.StoredDecision
 	if known {
 		from = &last
@@ -184,6 +210,25 @@ func (s *supervisor) route(ctx actor.Context, in input) {
 	ctx.Send(pid, in)
 }
 
+// toGroup hands in to the actor of its member's group, spawned on the
+// group's first input with the members recovered from the log.
+func (s *supervisor) toGroup(ctx actor.Context, group string, in input) {
+	pid, ok := s.groups[group]
+	if !ok {
+		var err error
+		// '@' cannot be in an item id: no sniper has this name.
+		pid, err = ctx.SpawnNamed(newGroupProps(s.deps, group, s.dormantGroups[group]), "@"+group)
+		if err != nil {
+			s.deps.Logger.Error("cannot spawn a snipe group", "group", group, "error", err)
+			s.deps.inputDone(in.Seq)
+			return
+		}
+		delete(s.dormantGroups, group)
+		s.groups[group] = pid
+	}
+	ctx.Send(pid, in)
+}
+
 func (s *supervisor) counts() SniperCounts {
 	return SniperCounts{Live: len(s.live) + len(s.passivating), Dormant: len(s.dormant), Finished: len(s.finished)}
 }
@@ -196,4 +241,9 @@ type SniperCounts struct {
 	Live     int // with an actor
 	Dormant  int // unfinished, no input since the start of the process
 	Finished int
+}
+
+func isGroupStart(in auction.Input) bool {
+	start, ok := in.(auction.Start)
+	return ok && start.Group != ""
 }

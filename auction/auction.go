@@ -79,8 +79,9 @@ type Snapshot struct {
 	// member bids only while it holds one of the group's slots (Slot),
 	// which DecideGroup hands out; it gives its slot back itself when it
 	// has no bid standing any more (Losing, Lost, Stopped, Failed).
-	Group string `json:"group,omitempty"`
-	Slot  bool   `json:"slot,omitempty"`
+	Group    string `json:"group,omitempty"`
+	GroupWin int    `json:"group_win,omitempty"`
+	Slot     bool   `json:"slot,omitempty"`
 }
 
 // Strategy is when a sniper bids.
@@ -199,7 +200,9 @@ func decide(s Snapshot, in Input) (Snapshot, []Output) {
 		s.State = Joining
 		s.StopPrice = start.StopPrice
 		s.Strategy, s.LeadMS = start.Strategy, max(start.LeadMS, 0)
-		s.Group = start.Group
+		if start.Group != "" {
+			s.Group, s.GroupWin = start.Group, start.Win
+		}
 		return s, []Output{Join{}}
 	}
 	if set, ok := in.(SetStopPrice); ok {

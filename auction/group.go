@@ -25,6 +25,18 @@ type Change struct {
 	Outputs  []Output
 }
 
+// GroupOf is the group its members' snapshots make (in join order).
+func GroupOf(name string, members []Snapshot) Group {
+	g := Group{Name: name, Members: members}
+	for _, m := range members {
+		if m.GroupWin > 0 {
+			g.Win = m.GroupWin
+			break
+		}
+	}
+	return g
+}
+
 // Member returns the snapshot of item and whether it is a member.
 func (g Group) Member(item string) (Snapshot, bool) {
 	if i := g.index(item); i >= 0 {
@@ -76,7 +88,7 @@ func DecideGroup(g Group, item string, in Input) (Group, []Change) {
 		if !ok {
 			return g, nil
 		}
-		if len(g.Members) == 0 && start.Win > 0 {
+		if g.Win == 0 && start.Win > 0 {
 			g.Win = start.Win
 		}
 		g.Members = append(g.Members, Snapshot{Item: item})
@@ -84,7 +96,7 @@ func DecideGroup(g Group, item string, in Input) (Group, []Change) {
 	}
 	before := g.Members[i]
 	if start, ok := in.(Start); ok {
-		start.Group = g.Name
+		start.Group, start.Win = g.Name, g.Win
 		in = start
 	}
 	after, outs := Decide(before, in)

@@ -49,7 +49,12 @@ func (l *Log) Commit(ctx context.Context, d Decision) (uint64, error) {
 	}
 	m := nats.NewMsg(messages.DecisionSubject(d.Item, d.Event.Type))
 	m.Data = data
-	m.Header.Set(jetstream.MsgIDHeader, d.Item+"/"+strconv.FormatUint(d.Event.InputSeq, 10))
+	id := d.Item + "/" + strconv.FormatUint(d.Event.InputSeq, 10)
+	if d.Event.Followup {
+		// It answers no input of its own: one per fence.
+		id = d.Item + "/after/" + strconv.FormatUint(d.Fence, 10)
+	}
+	m.Header.Set(jetstream.MsgIDHeader, id)
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(d.Fence, 10))
 	m.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, messages.DecisionFilter(d.Item))
 	ack, err := l.js.PublishMsg(ctx, m)

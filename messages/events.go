@@ -91,6 +91,10 @@ type StartCommand struct {
 	// Strategy "last-second" holds the bid until LeadMS before the close.
 	Strategy string `json:"strategy,omitempty"`
 	LeadMS   int64  `json:"lead_ms,omitempty"`
+	// Group and Win make the sniper a member of a snipe group that wins
+	// at most Win of its items.
+	Group string `json:"group,omitempty"`
+	Win   int    `json:"win,omitempty"`
 }
 
 // StopCommand asks the sniper on Item to stop bidding.
@@ -183,6 +187,10 @@ type DecisionEvent struct {
 	// By names the instance that wrote the decision, when instances share
 	// the log (see TypeClaim).
 	By string `json:"by,omitempty"`
+	// Followup marks a decision of a snipe group member that answers no
+	// input of its own but another member's (the group handed it a slot,
+	// or stopped it): its InputSeq is that of its previous decision.
+	Followup bool `json:"followup,omitempty"`
 }
 
 // Request is one message the sniper asks the outbound bridge to send.
@@ -307,7 +315,15 @@ func DecodeInput(subject string, data []byte) (auction.Input, error) {
 		if c.LeadMS < 0 {
 			return nil, fmt.Errorf("decode %s: lead_ms must not be negative, got %d", subject, c.LeadMS)
 		}
-		return auction.Start{StopPrice: c.StopPrice, Strategy: auction.Strategy(c.Strategy), LeadMS: c.LeadMS}, nil
+		if c.Group != "" {
+			if err := ValidItem(c.Group); err != nil {
+				return nil, fmt.Errorf("decode %s: group: %w", subject, err)
+			}
+			if c.Win < 1 {
+				return nil, fmt.Errorf("decode %s: a group's win must be 1 or more, got %d", subject, c.Win)
+			}
+		}
+		return auction.Start{StopPrice: c.StopPrice, Strategy: auction.Strategy(c.Strategy), LeadMS: c.LeadMS, Group: c.Group, Win: c.Win}, nil
 	case KindCmd + "." + TypeStop:
 		return auction.Stop{}, nil
 	case KindCmd + "." + TypeSet:
