@@ -149,6 +149,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/api/snipers", s.snipers)
 	mux.HandleFunc("/api/snipers/{item}", s.sniper)
 	mux.HandleFunc("/api/snipers/{item}/events", s.events)
+	mux.HandleFunc("/api/groups", s.groups)
+	mux.HandleFunc("/api/groups/{group}", s.group)
 	mux.HandleFunc("/api/stream", s.stream)
 	mux.HandleFunc("/api/status", s.status)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
@@ -172,11 +174,16 @@ type View struct {
 	LeadMS   int64            `json:"lead_ms,omitempty"`
 	CloseAt  int64            `json:"close_at,omitempty"`
 	WakeAt   int64            `json:"wake_at,omitempty"`
+	// Group is the snipe group the sniper belongs to; Slot says whether
+	// it holds one of the group's slots (only a slot holder bids).
+	Group    string `json:"group,omitempty"`
+	GroupWin int    `json:"group_win,omitempty"`
+	Slot     bool   `json:"slot,omitempty"`
 }
 
 func viewOf(s messages.DecisionEvent) View {
 	return View{Item: s.Item, State: s.State, LastPrice: s.LastPrice, LastBid: s.LastBid, StopPrice: s.StopPrice, Reason: s.Reason, InputSeq: s.InputSeq,
-		Strategy: s.Strategy, LeadMS: s.LeadMS, CloseAt: s.CloseAt, WakeAt: s.WakeAt}
+		Strategy: s.Strategy, LeadMS: s.LeadMS, CloseAt: s.CloseAt, WakeAt: s.WakeAt, Group: s.Group, GroupWin: s.GroupWin, Slot: s.Slot}
 }
 
 type joinRequest struct {

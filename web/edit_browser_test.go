@@ -8,6 +8,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"sniper/api/client"
 	"sniper/testkit"
 )
 
@@ -95,4 +96,38 @@ func TestBrowserShowsALastSecondCountdown(t *testing.T) {
 // item's row, "" if there is none.
 func textOf(item, cls string) string {
 	return fmt.Sprintf(`((document.querySelector("#row-%s .%s")||{}).textContent||"")`, item, cls)
+}
+
+// A snipe group's members are shown together, each with the group's
+// badge, the one bidding first and the others Waiting.
+func TestBrowserShowsAGroupTogether(t *testing.T) {
+	p := testkit.StartProsody(t)
+	var auctions []*testkit.FakeAuctionServer
+	for _, item := range []string{"zz-solo", "cam-a", "cam-b"} {
+		auctions = append(auctions, testkit.NewFakeAuctionServer(t, p, item))
+	}
+	app := testkit.StartApplication(t, p, t.TempDir())
+	ctx := browser(t)
+	if err := chromedp.Do(ctx, chromedp.Navigate(app.App.HTTPURL())); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the live stream connected", `document.getElementById("live").textContent === "live"`)
+	join(t, ctx, "zz-solo", "100")
+	if _, _, _, err := app.Client.JoinGroup(context.Background(), "camera", 1, []client.GroupItem{{Item: "cam-b", StopPrice: 1000}, {Item: "cam-a", StopPrice: 1000}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range auctions {
+		a.HasReceivedJoinRequestFrom(app.SniperJID())
+	}
+	auctions[1].ReportPrice(500, 50, "other@"+p.Domain())
+	auctions[2].ReportPrice(600, 50, "other@"+p.Domain())
+	waitFor(t, ctx, "cam-a bidding", rowShows("cam-a", "Bidding", 500, 550))
+	waitFor(t, ctx, "cam-b waiting", rowShows("cam-b", "Waiting", 600, 0))
+	order, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll("#snipers tbody tr")].map((r) => r.dataset.item + ":" + ((r.querySelector(".group-badge")||{}).textContent||"-")).join(" ")`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "cam-a:camera cam-b:camera zz-solo:-"; order != want {
+		t.Errorf("rows %q, want %q (the group together, first)", order, want)
+	}
 }

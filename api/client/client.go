@@ -187,6 +187,29 @@ func (c *Client) SetStopPrice(ctx context.Context, item string, stopPrice int64)
 	return c.command(ctx, http.MethodPatch, "/api/snipers/"+url.PathEscape(item), body, "stop price change")
 }
 
+// GroupItem is one item of a snipe group and its stop price.
+type GroupItem struct {
+	Item      string `json:"item"`
+	StopPrice int64  `json:"stop_price"`
+}
+
+// JoinGroup joins items as the snipe group name, which wins at most win
+// of them; it returns the status and the members as they are.
+func (c *Client) JoinGroup(ctx context.Context, name string, win int, items []GroupItem) (int, api.GroupView, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	body, _ := json.Marshal(map[string]any{"group": name, "win": win, "items": items})
+	status, data, err := c.Do(ctx, http.MethodPost, "/api/groups", body)
+	if err != nil {
+		return 0, api.GroupView{}, nil, err
+	}
+	var g api.GroupView
+	if err := json.Unmarshal(data, &g); err != nil {
+		return 0, g, nil, fmt.Errorf("%s answered the group join with something unexpected: %v", c.base, err)
+	}
+	return status, g, data, nil
+}
+
 // Stop stops the sniper on item.
 func (c *Client) Stop(ctx context.Context, item string) (Answer, error) {
 	return c.command(ctx, http.MethodDelete, "/api/snipers/"+url.PathEscape(item), nil, "stop")

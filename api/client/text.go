@@ -32,6 +32,9 @@ func StateText(s api.View) string {
 	if s.Reason != "" {
 		st += ": " + clip.Printable(s.Reason)
 	}
+	if s.Group != "" {
+		st += " [group " + clip.Printable(s.Group) + "]"
+	}
 	return st
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -312,6 +313,55 @@ has Won, Lost or Failed cannot change: both are refused, saying why.
 		}
 		fmt.Fprintf(stdout, "%s: %s\n", clip.Printable(a.Sniper.Item), client.DescribeView(a.Sniper))
 		return nil
+	})
+}
+
+func cmdGroup(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	v := newVerb("group", "group GROUP --win N ITEM=STOP_PRICE...", `Joins several equal items as one snipe group that wins at most N of them
+(default 1). At most N members bid at any time; the others follow their
+prices (Waiting) and the cheapest takes over when a bidder is outbid
+beyond its stop price; once N are won the others are stopped.
+`)
+	win := v.fs.Int("win", 1, "the most items of the group to win")
+	return runVerb(v, args, stdout, stderr, func(c *client.Client) error {
+		if len(v.args) < 2 {
+			return usagef("want GROUP and at least one ITEM=STOP_PRICE")
+		}
+		name := v.args[0]
+		if err := itemArg(name); err != nil {
+			return err
+		}
+		var items []client.GroupItem
+		for _, arg := range v.args[1:] {
+			item, price, ok := strings.Cut(arg, "=")
+			stop, err := strconv.ParseInt(price, 10, 64)
+			if !ok || err != nil || stop <= 0 {
+				return usagef("%q: want ITEM=STOP_PRICE, a positive integer", arg)
+			}
+			if err := itemArg(item); err != nil {
+				return err
+			}
+			items = append(items, client.GroupItem{Item: item, StopPrice: stop})
+		}
+		if *win < 1 || *win > len(items) {
+			return usagef("--win must be 1 to the number of items (%d), got %d", len(items), *win)
+		}
+		status, g, data, err := c.JoinGroup(ctx, name, *win, items)
+		if err != nil {
+			return err
+		}
+		if v.flags.json {
+			return writeRaw(stdout, data)
+		}
+		verb := "joined"
+		switch status {
+		case http.StatusOK:
+			verb = "already joined"
+		case http.StatusAccepted:
+			verb = "accepted (in the log, not all decided yet)"
+		}
+		fmt.Fprintf(stdout, "group %s %s, winning at most %d:\n", clip.Printable(g.Group), verb, g.Win)
+		return client.WriteTable(stdout, g.Snipers)
 	})
 }
 

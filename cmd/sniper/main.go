@@ -20,12 +20,13 @@ Usage:
   sniper list                          every sniper's state, as a table
   sniper stop ITEM                     stop bidding on ITEM
   sniper set ITEM --stop-price N       change the stop price (a stopped sniper resumes)
+  sniper group G --win N ITEM=STOP...  snipe several equal items, win at most N of them
   sniper history ITEM [--at SEQ]       ITEM's events from the log; --at: its state after event SEQ
   sniper watch                         every sniper, live, until Ctrl-C
   sniper version                       the build: module version, VCS revision, Go version
   sniper help [command]                show help
 
-join, list, stop, set, history and watch talk to a running 'sniper run' over its
+join, list, stop, set, group, history and watch talk to a running 'sniper run' over its
 JSON API: --api URL (default http://127.0.0.1:8080, env SNIPER_API),
 --token TOKEN (env SNIPER_HTTP_TOKEN), --json for scripts. They exit 1 on
 failure, 2 on a bad command line.
@@ -73,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cmdStop(ctx, rest, stdout, stderr)
 	case "set":
 		return cmdSet(ctx, rest, stdout, stderr)
+	case "group":
+		return cmdGroup(ctx, rest, stdout, stderr)
 	case "history":
 		return cmdHistory(ctx, rest, stdout, stderr)
 	case "watch":

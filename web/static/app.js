@@ -44,14 +44,17 @@ function render(s) {
     const edit = el("button", { class: "edit", type: "button", title: "Change the stop price (a stopped sniper resumes)" }, "Change limit");
     edit.addEventListener("click", () => editStopPrice(s.item, row));
     row.append(
-      el("td", { class: "item", "data-label": "Item" }, s.item),
+      el("td", { class: "item", "data-label": "Item" }, s.item,
+        s.group ? el("span", { class: "group-badge", title: "snipe group " + s.group + ": wins at most " + (s.group_win || "?") + " of its items" }, s.group) : ""),
       el("td", { class: "stop-price num", "data-label": "Stop Price" }),
       el("td", { class: "last-price num", "data-label": "Last Price" }),
       el("td", { class: "last-bid num", "data-label": "Last Bid" }),
       el("td", { class: "state-cell", "data-label": "State" }),
       el("td", { class: "actions" }, stop, " ", edit, " ", hist));
     rows.set(s.item, row);
-    insertSorted(row, s.item);
+    // A group's members sit together, before the snipers on their own.
+    row.dataset.sortKey = s.group ? "0" + s.group + "\u0000" + s.item : "1" + s.item;
+    insertSorted(row, row.dataset.sortKey);
   }
   // Snapshots can arrive twice (reconnect); never go back to an older one.
   if (Number(row.dataset.seq || 0) > s.input_seq) return;
@@ -85,10 +88,10 @@ function tickCountdowns() {
 }
 setInterval(tickCountdowns, 100);
 
-function insertSorted(row, item) {
+function insertSorted(row, key) {
   const body = $("snipers").tBodies[0];
   for (const other of body.rows) {
-    if (other.dataset.item > item) { body.insertBefore(row, other); return; }
+    if (other.dataset.sortKey > key) { body.insertBefore(row, other); return; }
   }
   body.append(row);
 }
