@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -175,6 +176,7 @@ func viewOf(s messages.DecisionEvent) View {
 type joinRequest struct {
 	Item      string          `json:"item"`
 	StopPrice json.RawMessage `json:"stop_price"`
+	NotifyURL string          `json:"notify_url"`
 }
 
 func (s *Server) snipers(w http.ResponseWriter, r *http.Request) {
@@ -207,6 +209,12 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if req.NotifyURL != "" {
+		if err := ValidNotifyURL(req.NotifyURL); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
 	if !s.available(w, "join "+req.Item) {
 		return
 	}
@@ -214,8 +222,10 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	// The start command is fenced on "first on its subject": of two
 	// concurrent joins, or a join on another instance, only one lands.
+	start := messages.NewStart(req.Item, stop)
+	start.NotifyURL = req.NotifyURL
 	_, err = s.Log.Append(ctx, messages.Subject(req.Item, messages.KindCmd, messages.TypeStart),
-		messages.NewStart(req.Item, stop), jetstream.WithMsgID(req.Item+"/start"), jetstream.FirstOfSubject())
+		start, jetstream.WithMsgID(req.Item+"/start"), jetstream.FirstOfSubject())
 	status := http.StatusCreated
 	switch {
 	case errors.Is(err, jetstream.ErrExists):
@@ -232,6 +242,16 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	WriteJSON(w, status, viewOf(snap))
+}
+
+// ValidNotifyURL checks a notification URL: absolute, http or https, with
+// a host.
+func ValidNotifyURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("notify_url must be an absolute http or https URL, got %s", clip.String(strconv.Quote(raw), 80))
+	}
+	return nil
 }
 
 func parseStopPrice(raw json.RawMessage) (int64, error) {
