@@ -211,7 +211,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.NotifyURL != "" {
 		if err := ValidNotifyURL(req.NotifyURL); err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
+			writeError(w, http.StatusBadRequest, "notify_url "+err.Error())
 			return
 		}
 	}
@@ -249,7 +249,7 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 func ValidNotifyURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("notify_url must be an absolute http or https URL, got %s", clip.String(strconv.Quote(raw), 80))
+		return fmt.Errorf("must be an absolute http or https URL, got %s", clip.String(strconv.Quote(raw), 80))
 	}
 	return nil
 }
