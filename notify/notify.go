@@ -5,11 +5,12 @@
 // The cursor is in the log: a checkpointed jetstream.Follower named
 // "notify" reads every decision (sniper.*.dec.*), and a decision is Done
 // only once its notification was accepted (or there was nothing to send),
-// so a restart reads again exactly what was not delivered, and nothing
-// older. Delivery is at least once: a notification accepted just before a
-// crash, or whose answer was lost, comes again with the same
-// Idempotency-Key (the decision's sequence in the log), by which the
-// receiver recognises it.
+// so a restart reads again from the checkpoint, and skips what the last
+// out.notified record in the log says was accepted since. Delivery is at
+// least once: a notification accepted just before a crash (between the
+// receiver's 2xx and its out.notified record), or whose answer was lost,
+// comes again with the same Idempotency-Key (the decision's sequence in
+// the log), by which the receiver recognises it.
 //
 // Notifications go one at a time, in log order: a receiver sees an
 // auction's states in the order they happened, and one that is down costs
@@ -145,6 +146,10 @@ type Notifier struct {
 	log      *jetstream.Log
 	logger   *slog.Logger
 	follower *jetstream.Follower
+	// notifiedThrough is the decision of the last notified record when
+	// the notifier started: deliveries go in log order, so every decision
+	// up to it was dealt with, whatever the checkpoint says.
+	notifiedThrough uint64
 
 	mu    sync.Mutex
 	queue []job
@@ -208,12 +213,16 @@ func Start(ctx context.Context, log *jetstream.Log, cfg Config) (*Notifier, erro
 	if err != nil {
 		return nil, fmt.Errorf("notifier: %w", err)
 	}
+	through, err := lastNotified(ctx, log)
+	if err != nil {
+		return nil, fmt.Errorf("notifier: %w", err)
+	}
 	// The first start writes its starting point at once: a crash before
 	// the first periodic checkpoint must not move it to a later end.
 	if err := f.SaveCheckpoint(ctx); err != nil {
 		return nil, fmt.Errorf("notifier: %w", err)
 	}
-	n := &Notifier{cfg: cfg, log: log, logger: logger, follower: f, wake: make(chan struct{}, 1), urls: map[string]string{},
+	n := &Notifier{cfg: cfg, log: log, logger: logger, follower: f, notifiedThrough: through, wake: make(chan struct{}, 1), urls: map[string]string{},
 		readDone: make(chan struct{}), stopping: make(chan struct{}), workDone: make(chan struct{})}
 	readCtx, stopReading := context.WithCancel(context.Background())
 	n.stopReading = stopReading
@@ -228,6 +237,25 @@ func Start(ctx context.Context, log *jetstream.Log, cfg Config) (*Notifier, erro
 	}()
 	logger.Info("notifier following the decisions", "from", f.Start(), "on", cfg.On, "url", cfg.URL != "", "signed", cfg.Secret != "")
 	return n, nil
+}
+
+// lastNotified is the event_seq of the last notified record in the log (0:
+// none): one read of the last message on sniper.*.out.notified at start.
+// The checkpoint lags the deliveries by up to CheckpointEvery; this keeps
+// a restart from sending again what was accepted in that time.
+func lastNotified(ctx context.Context, log *jetstream.Log) (uint64, error) {
+	rec, err := log.Last(ctx, messages.Subject("*", messages.KindOut, messages.TypeNotified))
+	switch {
+	case errors.Is(err, jetstream.ErrNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("read the last notification: %w", err)
+	}
+	var ev messages.NotifiedEvent
+	if err := json.Unmarshal(rec.Data, &ev); err != nil {
+		return 0, fmt.Errorf("decode the notified record %d: %w", rec.Seq, err)
+	}
+	return ev.EventSeq, nil
 }
 
 // Stop stops reading, lets an attempt in flight finish (up to the grace
@@ -262,6 +290,9 @@ func (n *Notifier) Stop() {
 // finished with: waiting, or being retried.
 func (n *Notifier) Backlog() int { return n.follower.Pending() }
 
+// From is the first sequence the notifier read at its start.
+func (n *Notifier) From() uint64 { return n.follower.Start() }
+
 // Checkpoint is the notifier's cursor: every decision at or below it is
 // notified or needed no notification.
 func (n *Notifier) Checkpoint() uint64 { return n.follower.Checkpoint() }
@@ -275,7 +306,7 @@ func (n *Notifier) dispatch(d jetstream.Delivery) {
 		n.follower.Done(d.Seq)
 		return
 	}
-	if !n.wanted(dec) {
+	if d.Seq <= n.notifiedThrough || !n.wanted(dec) {
 		n.follower.Done(d.Seq)
 		return
 	}

@@ -334,3 +334,30 @@ func TestRestartResendsWhatWasNotDelivered(t *testing.T) {
 		t.Errorf("key %s after the restart, want %d", key, held)
 	}
 }
+
+// TestARestartFromAnOldCheckpointNotifiesNothingTwice: the checkpoint
+// lags the deliveries; rewound to 0 (as a crash before its write would
+// leave it), a restart still sends nothing the receiver accepted, because
+// the last out.notified record says how far the deliveries got.
+func TestARestartFromAnOldCheckpointNotifiesNothingTwice(t *testing.T) {
+	nats := testkit.StartNATS(t)
+	rcv := newReceiver(t, 0, "")
+	n := start(t, nats.Log, notify.Config{URL: rcv.srv.URL})
+	decide(t, nats.Log, "item-a", messages.TypeState, auction.Bidding, auction.Won)
+	last := decide(t, nats.Log, "item-b", messages.TypeState, auction.Bidding, auction.Lost)
+	waitCheckpoint(t, n, last)
+	n.Stop()
+	if _, err := nats.Log.Append(context.Background(), jetstream.CheckpointSubject(notify.FollowerName),
+		map[string]any{"type": "checkpoint", "follower": notify.FollowerName, "seq": 0}); err != nil {
+		t.Fatal(err)
+	}
+	n = start(t, nats.Log, notify.Config{URL: rcv.srv.URL})
+	if n.From() != 1 {
+		t.Fatalf("restarted from %d, want 1 (the rewound checkpoint)", n.From())
+	}
+	next := decide(t, nats.Log, "item-c", messages.TypeState, auction.Bidding, auction.Stopped)
+	waitCheckpoint(t, n, next)
+	if got, want := rcv.states(), []string{"item-a:Won", "item-b:Lost", "item-c:Stopped"}; !slices.Equal(got, want) {
+		t.Fatalf("notified %v, want %v: each once", got, want)
+	}
+}
