@@ -87,7 +87,8 @@ type Config struct {
 	Secret string
 	// On is OnFinal (the default) or OnAll.
 	On string
-	// Client sends the requests (nil: a client with DefaultTimeout).
+	// Client sends the requests (nil: a client with DefaultTimeout that
+	// follows no redirect).
 	Client *http.Client
 	// MinBackoff and MaxBackoff bound the wait between attempts, doubled
 	// after each failure (0: DefaultMinBackoff, DefaultMaxBackoff).
@@ -182,7 +183,10 @@ func Start(ctx context.Context, log *jetstream.Log, cfg Config) (*Notifier, erro
 		cfg.On = OnFinal
 	}
 	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: DefaultTimeout}
+		// A redirect is not followed: net/http would turn the POST into
+		// a GET, whose 2xx would count as delivered. A 3xx is a failure,
+		// visible as such, until the URL is corrected.
+		cfg.Client = &http.Client{Timeout: DefaultTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = DefaultMinBackoff

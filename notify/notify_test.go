@@ -361,3 +361,25 @@ func TestARestartFromAnOldCheckpointNotifiesNothingTwice(t *testing.T) {
 		t.Fatalf("notified %v, want %v: each once", got, want)
 	}
 }
+
+// TestARedirectIsNotADelivery: a 3xx is a failed attempt (a followed
+// redirect would turn the POST into a GET whose 2xx means nothing).
+func TestARedirectIsNotADelivery(t *testing.T) {
+	nats := testkit.StartNATS(t)
+	var gets atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/moved" {
+			gets.Add(1)
+			return
+		}
+		http.Redirect(w, r, "/moved", http.StatusFound)
+	}))
+	t.Cleanup(srv.Close)
+	c := &counts{}
+	n := start(t, nats.Log, notify.Config{URL: srv.URL + "/hook", Observer: c})
+	seq := decide(t, nats.Log, "item-a", messages.TypeState, auction.Bidding, auction.Won)
+	testkit.Eventually(t, 10*time.Second, func() bool { return c.failed.Load() >= 3 }, "the redirect was not retried")
+	if n.Checkpoint() >= seq || c.sent.Load() != 0 || gets.Load() != 0 {
+		t.Errorf("checkpoint %d (event %d), %d sent, %d requests to the redirect's target: want none delivered", n.Checkpoint(), seq, c.sent.Load(), gets.Load())
+	}
+}
