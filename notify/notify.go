@@ -222,9 +222,11 @@ func Start(ctx context.Context, log *jetstream.Log, cfg Config) (*Notifier, erro
 		return nil, fmt.Errorf("notifier: %w", err)
 	}
 	// The first start writes its starting point at once: a crash before
-	// the first periodic checkpoint must not move it to a later end.
+	// the first periodic checkpoint must not move it to a later end. A log
+	// that refuses the write (full) must not keep the instance from
+	// deciding: the follower writes it again every CheckpointEvery.
 	if err := f.SaveCheckpoint(ctx); err != nil {
-		return nil, fmt.Errorf("notifier: %w", err)
+		logger.Warn("cannot write the notifier's first checkpoint yet; retrying with the next", "error", err)
 	}
 	n := &Notifier{cfg: cfg, log: log, logger: logger, follower: f, notifiedThrough: through, wake: make(chan struct{}, 1), urls: map[string]string{},
 		readDone: make(chan struct{}), stopping: make(chan struct{}), workDone: make(chan struct{})}
