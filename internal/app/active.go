@@ -173,11 +173,8 @@ func (a *App) startActive(ctx context.Context, term jetstream.Term, rec *jetstre
 			parts.stop(a)
 		}
 	}()
-	parts.system, err = actors.StartSystem(ctx, deps)
-	if err != nil {
-		return nil, err
-	}
-	deps.Recovered = nil // the bridges need it not
+	// The notifier before the actors: on its first start it begins at the
+	// end of the log, which must be before this term's first decision.
 	parts.notifier, err = notify.Start(ctx, a.log, notify.Config{
 		URL: a.cfg.NotifyURL, Secret: a.cfg.NotifySecret, On: a.cfg.NotifyOn,
 		MinBackoff: a.cfg.NotifyMinBackoff, MaxBackoff: a.cfg.NotifyMaxBackoff,
@@ -186,6 +183,11 @@ func (a *App) startActive(ctx context.Context, term jetstream.Term, rec *jetstre
 	if err != nil {
 		return nil, err
 	}
+	parts.system, err = actors.StartSystem(ctx, deps)
+	if err != nil {
+		return nil, err
+	}
+	deps.Recovered = nil // the bridges need it not
 	if a.cfg.XMPP != nil {
 		if err := a.startXMPP(ctx, deps, parts); err != nil {
 			return nil, err
