@@ -193,6 +193,7 @@ func (g *groupActor) commit(ctx context.Context, changes []auction.Change, item 
 		}
 		next.By = g.deps.Instance
 		next.Followup = c.Snapshot.Item != item
+		next.From = m.snap.State
 		at, err := g.deps.Log.Commit(ctx, jetstream.Decision{Item: c.Snapshot.Item, Fence: m.fence, Event: next})
 		if err != nil {
 			g.stale = true

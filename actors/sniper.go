@@ -377,6 +377,7 @@ func (s *sniper) decide(ctx context.Context, in jetstream.Delivery) error {
 		return err
 	}
 	next.By = s.deps.Instance
+	next.From = before.State
 	commitStart := time.Now()
 	seq, err := s.deps.Log.Commit(ctx, jetstream.Decision{Item: s.item, Fence: s.fence, Event: next})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -189,6 +190,7 @@ func viewOf(s messages.DecisionEvent) View {
 type joinRequest struct {
 	Item      string          `json:"item"`
 	StopPrice json.RawMessage `json:"stop_price"`
+	NotifyURL string          `json:"notify_url"`
 	// Strategy "last-second" holds the bid until LeadMS before the close
 	// (when the auction house announces it); "now" or absent bids at once.
 	Strategy *string `json:"strategy"`
@@ -265,6 +267,12 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if req.NotifyURL != "" {
+		if err := ValidNotifyURL(req.NotifyURL); err != nil {
+			writeError(w, http.StatusBadRequest, "notify_url "+err.Error())
+			return
+		}
+	}
 	if !s.available(w, "join "+req.Item) {
 		return
 	}
@@ -272,8 +280,10 @@ func (s *Server) join(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	// The start command is fenced on "first on its subject": of two
 	// concurrent joins, or a join on another instance, only one lands.
+	start := startCommand(req.Item, stop, strategy, lead)
+	start.NotifyURL = req.NotifyURL
 	_, err = s.Log.Append(ctx, messages.Subject(req.Item, messages.KindCmd, messages.TypeStart),
-		startCommand(req.Item, stop, strategy, lead), jetstream.WithMsgID(req.Item+"/start"), jetstream.FirstOfSubject())
+		start, jetstream.WithMsgID(req.Item+"/start"), jetstream.FirstOfSubject())
 	status := http.StatusCreated
 	switch {
 	case errors.Is(err, jetstream.ErrExists):
@@ -296,6 +306,16 @@ func startCommand(item string, stop int64, strategy auction.Strategy, lead int64
 	c := messages.NewStart(item, stop)
 	c.Strategy, c.LeadMS = string(strategy), lead
 	return c
+}
+
+// ValidNotifyURL checks a notification URL: absolute, http or https, with
+// a host.
+func ValidNotifyURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("must be an absolute http or https URL, got %s", clip.String(strconv.Quote(raw), 80))
+	}
+	return nil
 }
 
 func parseStopPrice(raw json.RawMessage) (int64, error) {

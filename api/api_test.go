@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -73,6 +74,8 @@ func validJoin(body []byte) bool {
 			} else {
 				delete(fields, strings.ToLower(key))
 			}
+		case strings.EqualFold(key, "notify_url"):
+			fields["notify_url"] = v
 		default:
 			return false
 		}
@@ -94,6 +97,15 @@ func validJoin(body []byte) bool {
 	var item string
 	if err := json.Unmarshal(fields["item"], &item); err != nil || !itemPattern.MatchString(item) {
 		return false
+	}
+	if raw, ok := fields["notify_url"]; ok && string(raw) != "null" {
+		var notify string
+		if err := json.Unmarshal(raw, &notify); err != nil {
+			return false
+		}
+		if u, err := url.Parse(notify); notify != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+			return false
+		}
 	}
 	stop := string(fields["stop_price"])
 	if !regexp.MustCompile(`^[1-9][0-9]*$`).MatchString(stop) {
@@ -226,6 +238,41 @@ func TestHandlerSurvivesBodyReadErrors(t *testing.T) {
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, errors.New("connection reset") }
+
+// TestJoinTakesANotifyURL: a join's notify_url is stored in its start
+// command; one that is not an absolute http(s) URL is a 400.
+func TestJoinTakesANotifyURL(t *testing.T) {
+	h := newHandler(t, testkit.Logger(t))
+	do := func(body string) (int, string) {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodPost, "/api/snipers", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	for _, bad := range []string{"ftp://x/y", "/relative", "http://", "not a url", "mailto:a@b"} {
+		if code, body := do(`{"item":"item-n","stop_price":10,"notify_url":` + strconv.Quote(bad) + `}`); code != http.StatusBadRequest || !strings.Contains(body, "notify_url") {
+			t.Errorf("notify_url %q: %d %s, want 400 naming notify_url", bad, code, body)
+		}
+	}
+	if code, body := do(`{"item":"item-n","stop_price":10,"notify_url":"https://hooks.example.com/sniper?x=1"}`); code != http.StatusCreated {
+		t.Fatalf("join with a notify_url: %d %s, want 201", code, body)
+	}
+	req := httptest.NewRequest(http.MethodGet, "/api/snipers/item-n/events", nil)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var history struct{ Events []api.Event }
+	if err := json.Unmarshal(rec.Body.Bytes(), &history); err != nil || len(history.Events) == 0 {
+		t.Fatalf("history: %s (%v)", rec.Body, err)
+	}
+	var start struct {
+		NotifyURL string `json:"notify_url"`
+	}
+	if err := json.Unmarshal(history.Events[0].Data, &start); err != nil || start.NotifyURL != "https://hooks.example.com/sniper?x=1" {
+		t.Errorf("start command %s: notify_url not stored", history.Events[0].Data)
+	}
+}
 
 // TestJoinStopAndHistory: a join creates a sniper (201) and a second finds
 // it (200) with its first stop price; a stop waits for the sniper to stop;

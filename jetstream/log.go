@@ -337,3 +337,14 @@ func (l *Log) deleteReader(ctx context.Context, cons jetstream.Consumer, logger 
 		logger.Debug("cannot delete a finished reader; the server drops it when it goes inactive", "consumer", info.Name, "error", err)
 	}
 }
+
+// Last returns the stream's last message on subject (no wildcards needed,
+// though they are allowed), or an error wrapping ErrNotFound: one direct
+// get, which any replica answers.
+func (l *Log) Last(ctx context.Context, subject string) (Record, error) {
+	raw, err := l.lastOn(ctx, subject)
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{Seq: raw.Sequence, Subject: raw.Subject, Time: raw.Time, Data: raw.Data}, nil
+}

@@ -38,6 +38,11 @@ const (
 	TypeSent  = "sent"
 	// TypeUndelivered records a request the auction house never took.
 	TypeUndelivered = "undelivered"
+	// TypeNotified records that a notification of a state change reached
+	// its receiver (a 2xx); TypeNotifyFailed, once per event, that its
+	// first attempt failed and it is being retried.
+	TypeNotified     = "notified"
+	TypeNotifyFailed = "notify_failed"
 )
 
 // Subject kinds: the third token of a subject says who wrote it and who
@@ -95,6 +100,9 @@ type StartCommand struct {
 	// at most Win of its items.
 	Group string `json:"group,omitempty"`
 	Win   int    `json:"win,omitempty"`
+	// NotifyURL, when set, receives this sniper's notifications instead
+	// of the global --notify-url (see package notify).
+	NotifyURL string `json:"notify_url,omitempty"`
 }
 
 // StopCommand asks the sniper on Item to stop bidding.
@@ -174,6 +182,24 @@ type UndeliveredEvent struct {
 	Reason string `json:"reason"`
 }
 
+// NotifiedEvent records that the notification of the decision at EventSeq
+// was accepted by its receiver after Attempts attempts.
+type NotifiedEvent struct {
+	Type     string `json:"type"`
+	Item     string `json:"item"`
+	EventSeq uint64 `json:"event_seq"`
+	Attempts int    `json:"attempts"`
+}
+
+// NotifyFailedEvent records that the first attempt to notify the decision
+// at EventSeq failed; it is retried until it is accepted (NotifiedEvent).
+type NotifyFailedEvent struct {
+	Type     string `json:"type"`
+	Item     string `json:"item"`
+	EventSeq uint64 `json:"event_seq"`
+	Reason   string `json:"reason"`
+}
+
 // DecisionEvent is what the sniper decided for the input at InputSeq: its
 // new state and what to send to the auction house, in one message, so that
 // a decision is one write (fenced, see jetstream.Log.Commit). It is the unit
@@ -191,6 +217,9 @@ type DecisionEvent struct {
 	// input of its own but another member's (the group handed it a slot,
 	// or stopped it): its InputSeq is that of its previous decision.
 	Followup bool `json:"followup,omitempty"`
+	// From is the state before the input (empty: not started), so a
+	// reader knows whether the decision changed the state.
+	From auction.State `json:"from,omitempty"`
 }
 
 // Request is one message the sniper asks the outbound bridge to send.

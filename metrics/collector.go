@@ -48,9 +48,9 @@ func NewStateCollector(states StateCounter, backlogs BacklogReporter, consumers 
 		backlogs:  backlogs,
 		consumers: consumers,
 		snipers:   prometheus.NewDesc("sniper_snipers", "Snipers by state.", []string{"state"}, nil),
-		unread: prometheus.NewDesc("sniper_follower_unread_messages", "Messages in the log a follower (inputs, outbound, projection) has not read yet.",
+		unread: prometheus.NewDesc("sniper_follower_unread_messages", "Messages in the log a follower (inputs, outbound, notify, projection) has not read yet.",
 			[]string{"follower"}, nil),
-		undone: prometheus.NewDesc("sniper_follower_undone_messages", "Messages a follower handed out and has not finished: inputs not decided, requests not sent.",
+		undone: prometheus.NewDesc("sniper_follower_undone_messages", "Messages a follower handed out and has not finished: inputs not decided, requests not sent, notifications not accepted.",
 			[]string{"follower"}, nil),
 		consumerN: prometheus.NewDesc("sniper_stream_consumers", "JetStream consumers on the SNIPER stream: constant, whatever the number of auctions.", nil, nil),
 	}

@@ -30,6 +30,8 @@ type Metrics struct {
 	instanceActive  prometheus.Gauge
 	xmppReconnects  prometheus.Counter
 	actorRestarts   prometheus.Counter
+	notifySent      prometheus.Counter
+	notifyFailures  prometheus.Counter
 }
 
 // New registers every collector, plus the Go and process collectors.
@@ -71,9 +73,15 @@ func New() *Metrics {
 		actorRestarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sniper_actor_restarts_total", Help: "Sniper actors restarted by the supervisor after a failure.",
 		}),
+		notifySent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sniper_notifications_sent_total", Help: "Notifications of a sniper's state their receiver accepted (a 2xx).",
+		}),
+		notifyFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sniper_notification_failures_total", Help: "Attempts to deliver a notification that failed (each is retried).",
+		}),
 	}
 	m.Registry.MustRegister(m.inputsDecided, m.decisions, m.decisionSeconds, m.commitSeconds, m.bidsSent, m.dropped,
-		m.malformed, m.xmppConnected, m.instanceActive, m.xmppReconnects, m.actorRestarts,
+		m.malformed, m.xmppConnected, m.instanceActive, m.xmppReconnects, m.actorRestarts, m.notifySent, m.notifyFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -104,6 +112,12 @@ func (m *Metrics) Dropped(string) { m.dropped.Inc() }
 
 // Malformed records an undecodable auction message.
 func (m *Metrics) Malformed(string) { m.malformed.Inc() }
+
+// NotificationSent records a notification its receiver accepted.
+func (m *Metrics) NotificationSent() { m.notifySent.Inc() }
+
+// NotificationFailed records a failed attempt to deliver a notification.
+func (m *Metrics) NotificationFailed() { m.notifyFailures.Inc() }
 
 // InstanceActive records this instance becoming active or standby.
 func (m *Metrics) InstanceActive(active bool) {

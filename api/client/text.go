@@ -84,6 +84,8 @@ func DescribeEvent(e api.Event) string {
 		CloseTime    int64  `json:"close_time"`
 		Due          int64  `json:"due"`
 		Fired        int64  `json:"fired"`
+		EventSeq     uint64 `json:"event_seq"`
+		Attempts     int    `json:"attempts"`
 	}
 	if err := json.Unmarshal(e.Data, &d); err != nil {
 		return fmt.Sprintf("%s (unreadable: %s)", clip.Printable(e.Type), clip.Printable(clip.String(string(e.Data), 200)))
@@ -121,6 +123,13 @@ func DescribeEvent(e api.Event) string {
 		return "sent to the auction house: " + clip.Printable(strings.TrimSpace(d.Body))
 	case messages.TypeUndelivered:
 		return fmt.Sprintf("the auction house never took: %s (%s)", clip.Printable(strings.TrimSpace(d.Body)), clip.Printable(d.Reason))
+	case messages.TypeNotified:
+		if d.Attempts > 1 {
+			return fmt.Sprintf("notified event %d (after %d attempts)", d.EventSeq, d.Attempts)
+		}
+		return fmt.Sprintf("notified event %d", d.EventSeq)
+	case messages.TypeNotifyFailed:
+		return fmt.Sprintf("notifying event %d failed, retrying: %s", d.EventSeq, clip.Printable(d.Reason))
 	}
 	if IsDecision(e) {
 		var s api.View

@@ -299,7 +299,7 @@ func TestConfigMasksSecrets(t *testing.T) {
 		}
 	}
 
-	for name, secret := range map[string]bool{"xmpp-password": true, "http-token": true, "token": true, "data-dir": false, "http": false} {
+	for name, secret := range map[string]bool{"xmpp-password": true, "http-token": true, "token": true, "notify-secret": true, "notify-url": false, "data-dir": false, "http": false} {
 		if config.IsSecret(name) != secret {
 			t.Errorf("config.IsSecret(%q) = %v", name, !secret)
 		}
@@ -445,5 +445,22 @@ log-format = "json"
 	logs := stderr.String()
 	if !strings.Contains(logs, `"msg":"sniper running"`) {
 		t.Errorf("logs are not JSON (the file's log-format):\n%s", logs)
+	}
+}
+
+// TestRunRefusesBadNotifySettings: --notify-url must be an absolute
+// http(s) URL and --notify-on final or all, for run and config alike.
+func TestRunRefusesBadNotifySettings(t *testing.T) {
+	for _, args := range [][]string{
+		{"--notify-url", "ftp://hooks.example.com/x"},
+		{"--notify-url", "/relative"},
+		{"--notify-on", "some"},
+	} {
+		for _, verb := range []string{"run", "config"} {
+			code, _, errOut := runCLI(t, append([]string{verb, "--data-dir", t.TempDir()}, args...)...)
+			if code == 0 || !strings.Contains(errOut, args[0]) {
+				t.Errorf("sniper %s %v: exit %d, stderr %q; want an error naming %s", verb, args, code, errOut, args[0])
+			}
+		}
 	}
 }

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"sniper/actors"
+	"sniper/api"
 	"sniper/internal/app"
 	"sniper/internal/logging"
 	"sniper/jetstream"
+	"sniper/notify"
 	"sniper/xmppclient"
 )
 
@@ -31,6 +33,8 @@ type runOptions struct {
 	logLevel, logFormat                                      string
 
 	xmppAddr, xmppJID, xmppPassword, auctionDomain, xmppTLS string
+
+	notifyURL, notifySecret, notifyOn string
 
 	config string // the config file the others were read from, if any
 }
@@ -73,6 +77,10 @@ func runFlags(fs *flag.FlagSet) *runOptions {
 	fs.StringVar(&o.auctionDomain, "auction-domain", "", "domain of the auction JIDs auction-<item>@<domain>/Auction (default: the domain of --xmpp-jid)")
 	fs.StringVar(&o.xmppTLS, "xmpp-tls", "require", "require (STARTTLS, verified certificate), skip-verify (self-signed servers) or off (plaintext)")
 
+	fs.StringVar(&o.notifyURL, "notify-url", "", "POST a JSON notification to this http(s) URL for each final state of a sniper (Won, Lost, Failed, Stopped), retried until a 2xx; a sniper's own notify_url (POST /api/snipers) replaces it")
+	fs.StringVar(&o.notifySecret, "notify-secret", "", "sign each notification: X-Sniper-Signature: sha256=<hex HMAC-SHA256 of the body> (prefer SNIPER_NOTIFY_SECRET)")
+	fs.StringVar(&o.notifyOn, "notify-on", notify.OnFinal, "which states to notify: 'final' (Won, Lost, Failed, Stopped) or 'all' (every change of state)")
+
 	fs.StringVar(&o.config, configFlag, "", "read the settings not given as flags or in the environment from this TOML `FILE`; its keys are the flag names, e.g. data-dir = \"/var/lib/sniper\"")
 	return o
 }
@@ -94,6 +102,19 @@ func (o *runOptions) check() (flagName string, err error) {
 		if _, err := xmppclient.ParseTLSMode(o.xmppTLS); err != nil {
 			return "xmpp-tls", fmt.Errorf("--xmpp-tls: %w", err)
 		}
+	}
+	return o.notifyCheck()
+}
+
+// notifyCheck validates --notify-url and --notify-on.
+func (o *runOptions) notifyCheck() (flagName string, err error) {
+	if o.notifyURL != "" {
+		if err := api.ValidNotifyURL(o.notifyURL); err != nil {
+			return "notify-url", fmt.Errorf("--notify-url: %w", err)
+		}
+	}
+	if err := notify.CheckOn(o.notifyOn); err != nil {
+		return "notify-on", fmt.Errorf("--notify-on: %w", err)
 	}
 	return "", nil
 }
@@ -142,6 +163,10 @@ Flags:
 		fmt.Fprintf(stderr, "sniper run: %v\n", err)
 		return 2
 	}
+	if _, err := o.notifyCheck(); err != nil {
+		fmt.Fprintf(stderr, "sniper run: %v\n", err)
+		return 2
+	}
 	fault, err := faultHookFromEnv(logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "sniper run: %v\n", err)
@@ -151,6 +176,7 @@ Flags:
 		DataDir: o.dataDir, NATSURL: o.natsURL, NATSListen: o.natsListen, Fsync: interval,
 		HTTPAddr: o.httpAddr, HTTPToken: o.httpToken, Replicas: o.replicas, CheckpointEvery: o.checkpointEvery, PassivateAfter: o.passivateAfter, Instance: o.instance, LeaseTTL: o.leaseTTL, Logger: logger, Fault: fault, AuctionDomain: o.auctionDomain,
 	}
+	cfg.NotifyURL, cfg.NotifySecret, cfg.NotifyOn = o.notifyURL, o.notifySecret, o.notifyOn
 	cfg.NATSAuth = jetstream.ClientAuth{User: o.natsUser, Password: o.natsPassword, CredsFile: o.natsCreds, CAFile: o.natsCA, CertFile: o.natsCert, KeyFile: o.natsKey}
 	cfg.NATSReaderPassword, cfg.NATSName = o.natsReaderPassword, o.natsName
 	if o.natsClusterListen != "" {

@@ -16,6 +16,7 @@ import (
 	"sniper/actors"
 	"sniper/jetstream"
 	"sniper/messages"
+	"sniper/notify"
 	"sniper/xmppclient"
 )
 
@@ -29,6 +30,7 @@ type active struct {
 	outbound *actors.Outbound
 	chatStop context.CancelFunc
 	chatDone chan struct{}
+	notifier *notify.Notifier
 }
 
 // DefaultInstance names an instance after its host and its data directory,
@@ -171,6 +173,16 @@ func (a *App) startActive(ctx context.Context, term jetstream.Term, rec *jetstre
 			parts.stop(a)
 		}
 	}()
+	// The notifier before the actors: on its first start it begins at the
+	// end of the log, which must be before this term's first decision.
+	parts.notifier, err = notify.Start(ctx, a.log, notify.Config{
+		URL: a.cfg.NotifyURL, Secret: a.cfg.NotifySecret, On: a.cfg.NotifyOn,
+		MinBackoff: a.cfg.NotifyMinBackoff, MaxBackoff: a.cfg.NotifyMaxBackoff,
+		CheckpointEvery: a.cfg.CheckpointEvery, Grace: a.cfg.OutboundGrace, Logger: a.logger, Observer: a.metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
 	parts.system, err = actors.StartSystem(ctx, deps)
 	if err != nil {
 		return nil, err
@@ -261,6 +273,10 @@ func (a *App) startXMPP(ctx context.Context, deps actors.Deps, parts *active) er
 // handed out is finished (within a grace period), its checkpoint is
 // written, and the rest is read again by the next active instance.
 //
+// The notifier first: nothing else waits on it, and a notification not
+// accepted by then (the attempt in flight gets OutboundGrace) is sent
+// again, with the same Idempotency-Key, by the next active instance.
+//
 // The outbound bridge first, while the session can still send what it
 // holds. Then the XMPP session: ending the stream stops the auction house
 // from handing the sniper more (later messages bounce at the server, or
@@ -274,6 +290,9 @@ func (a *App) startXMPP(ctx context.Context, deps actors.Deps, parts *active) er
 // it give up past InboundGrace. Then the snipers, which decide what they
 // were handed.
 func (p *active) stop(a *App) {
+	if p.notifier != nil {
+		p.notifier.Stop()
+	}
 	if p.outbound != nil {
 		p.outbound.Stop(a.cfg.OutboundGrace)
 	}

@@ -21,6 +21,7 @@ import (
 	"sniper/api"
 	"sniper/jetstream"
 	"sniper/metrics"
+	"sniper/notify"
 	"sniper/projection"
 	"sniper/web"
 	"sniper/xmppclient"
@@ -87,6 +88,14 @@ type Config struct {
 	// DecideGrace, for the snipers to decide the inputs they hold (0:
 	// actors.DefaultDrainGrace).
 	InboundGrace, OutboundGrace, DecideGrace time.Duration
+
+	// NotifyURL receives a JSON POST for each final state of every sniper
+	// without a notify_url of its own; NotifySecret signs them; NotifyOn
+	// is notify.OnFinal ("" too) or notify.OnAll (see package notify).
+	NotifyURL, NotifySecret, NotifyOn string
+	// NotifyMinBackoff and NotifyMaxBackoff bound the wait between
+	// attempts (0: the notify package's defaults).
+	NotifyMinBackoff, NotifyMaxBackoff time.Duration
 }
 
 // App is a running sniper.
@@ -147,6 +156,9 @@ func Start(ctx context.Context, cfg Config) (_ *App, err error) {
 		return nil, err
 	}
 	if err := checkNATSExposure(cfg); err != nil {
+		return nil, err
+	}
+	if err := checkNotify(cfg); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -364,6 +376,9 @@ func (b backlogs) Backlogs() map[string]int {
 		if p.outbound != nil {
 			out[actors.OutboundFollowerName] = p.outbound.Backlog()
 		}
+		if p.notifier != nil {
+			out[notify.FollowerName] = p.notifier.Backlog()
+		}
 	}
 	return out
 }
@@ -385,6 +400,28 @@ func (a *App) OutboundBacklog() int {
 		return p.outbound.Backlog()
 	}
 	return 0
+}
+
+// NotifyBacklog is how many decisions the notifier was handed and has not
+// finished with (waiting, or retried); 0 on a standby.
+func (a *App) NotifyBacklog() int {
+	if p := a.parts.Load(); p != nil && p.notifier != nil {
+		return p.notifier.Backlog()
+	}
+	return 0
+}
+
+// checkNotify validates the notification settings.
+func checkNotify(cfg Config) error {
+	if err := notify.CheckOn(cfg.NotifyOn); err != nil {
+		return err
+	}
+	if cfg.NotifyURL != "" {
+		if err := api.ValidNotifyURL(cfg.NotifyURL); err != nil {
+			return fmt.Errorf("notify url: %w", err)
+		}
+	}
+	return nil
 }
 
 // Active reports whether this instance holds the lease and decides.

@@ -155,7 +155,7 @@ func TestNATSCLIGuide(t *testing.T) {
 
 	// One reader per follower of the log, whatever the number of auctions.
 	report := string(runNATS(t, cli, url, "consumer", "report", "SNIPER"))
-	for _, want := range []string{"inputs_", "projection_"} {
+	for _, want := range []string{"inputs_", "notify_", "projection_"} {
 		if !strings.Contains(report, want) {
 			t.Fatalf("consumer report lacks %q:\n%s", want, report)
 		}

@@ -258,6 +258,8 @@ function describe(ev) {
     case "malformed": return `Unreadable message "${d.body}": ${d.reason}`;
     case "sent": return `Sent to the auction house: ${d.body}`;
     case "undelivered": return `The auction house never took: ${d.body} (${d.reason})`;
+    case "notified": return `Notified event ${d.event_seq}` + (d.attempts > 1 ? ` (after ${d.attempts} attempts)` : "");
+    case "notify_failed": return `Notifying event ${d.event_seq} failed, retrying: ${d.reason}`;
     default: return ev.type;
   }
 }
