@@ -181,7 +181,10 @@ func (g *groupActor) group() auction.Group {
 // commit writes each change as its member's decision, in order: the
 // input's member (item) answers inputSeq, the others keep theirs.
 func (g *groupActor) commit(ctx context.Context, changes []auction.Change, item string, inputSeq uint64) error {
-	for _, c := range changes {
+	for i, c := range changes {
+		if i > 0 {
+			g.deps.fault(FaultBetweenGroupCommits, c.Snapshot.Item)
+		}
 		m := g.members[c.Snapshot.Item]
 		seq := m.snap.InputSeq
 		if c.Snapshot.Item == item {

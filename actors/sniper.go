@@ -24,6 +24,9 @@ const (
 	FaultAfterCommit       = "after-commit"        // decision in the log, the checkpoint not past its input
 	FaultAfterSend         = "after-send"          // BID on the wire, not recorded as sent
 	FaultAfterInboundWrite = "after-inbound-write" // not used by the core actors
+	// FaultBetweenGroupCommits: a snipe group committed one member's
+	// decision of an input and not yet the others' it implies.
+	FaultBetweenGroupCommits = "between-group-commits"
 )
 
 // FaultHook is called at every fault point; production code passes nil.

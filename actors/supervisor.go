@@ -87,6 +87,17 @@ func (s *supervisor) Receive(ctx actor.Context) {
 				s.dormant[d.Item] = d
 			}
 		}
+		// A group with members still going starts now, not on its next
+		// input: settling may owe a member a decision (a crash between
+		// two of the group's commits).
+		for group, members := range s.dormantGroups {
+			for _, d := range members {
+				if !d.State.Final() {
+					s.spawnGroup(ctx, group)
+					break
+				}
+			}
+		}
 		ctx.Respond(s.counts())
 	case input:
 		s.route(ctx, m)
@@ -215,18 +226,26 @@ func (s *supervisor) route(ctx actor.Context, in input) {
 func (s *supervisor) toGroup(ctx actor.Context, group string, in input) {
 	pid, ok := s.groups[group]
 	if !ok {
-		var err error
-		// '@' cannot be in an item id: no sniper has this name.
-		pid, err = ctx.SpawnNamed(newGroupProps(s.deps, group, s.dormantGroups[group]), "@"+group)
-		if err != nil {
-			s.deps.Logger.Error("cannot spawn a snipe group", "group", group, "error", err)
+		if pid = s.spawnGroup(ctx, group); pid == nil {
 			s.deps.inputDone(in.Seq)
 			return
 		}
-		delete(s.dormantGroups, group)
-		s.groups[group] = pid
 	}
 	ctx.Send(pid, in)
+}
+
+// spawnGroup starts a group's actor with its recovered members; nil if
+// it cannot.
+func (s *supervisor) spawnGroup(ctx actor.Context, group string) *actor.PID {
+	// '@' cannot be in an item id: no sniper has this name.
+	pid, err := ctx.SpawnNamed(newGroupProps(s.deps, group, s.dormantGroups[group]), "@"+group)
+	if err != nil {
+		s.deps.Logger.Error("cannot spawn a snipe group", "group", group, "error", err)
+		return nil
+	}
+	delete(s.dormantGroups, group)
+	s.groups[group] = pid
+	return pid
 }
 
 func (s *supervisor) counts() SniperCounts {

@@ -17,7 +17,7 @@ import (
 // to lose or repeat something. Unset, it costs nothing.
 const faultEnv = "SNIPER_TEST_FAULT"
 
-var faultPoints = []string{actors.FaultBeforeDecide, actors.FaultAfterCommit, actors.FaultAfterSend, actors.FaultAfterInboundWrite}
+var faultPoints = []string{actors.FaultBeforeDecide, actors.FaultAfterCommit, actors.FaultAfterSend, actors.FaultAfterInboundWrite, actors.FaultBetweenGroupCommits}
 
 func faultHookFromEnv(logger *slog.Logger) (actors.FaultHook, error) {
 	spec := os.Getenv(faultEnv)
