@@ -3,6 +3,10 @@ package auction
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -154,4 +158,91 @@ func TestGroupHandsTheSlotToTheCheapest(t *testing.T) {
 	if g.Wins() != 1 || len(ch) != 3 {
 		t.Errorf("wins %d, changes %+v: want 1 and c, a, b", g.Wins(), ch)
 	}
+}
+
+// TestGroupScripts plays testdata/groups/*.txt through DecideGroup. After
+// "== name", "win N" makes the group; each step is "ITEM: input ->
+// changes", the changes being each changed member as
+// ITEM:State:LastPrice:LastBid (":slot" when it holds one), in the order
+// the group changed them, then the outputs (join:ITEM, bid:ITEM:PRICE).
+// After every step the group's promises are checked as well.
+func TestGroupScripts(t *testing.T) {
+	files, err := filepath.Glob("testdata/groups/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no group scripts: %v", err)
+	}
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var g *Group
+		name := ""
+		for n, line := range strings.Split(string(data), "\n") {
+			line = strings.TrimSpace(line)
+			at := fmt.Sprintf("%s:%d", file, n+1)
+			switch {
+			case line == "" || strings.HasPrefix(line, "#"):
+				continue
+			case strings.HasPrefix(line, "=="):
+				name, g = strings.TrimSpace(line[2:]), nil
+				continue
+			case strings.HasPrefix(line, "win "):
+				win, err := strconv.Atoi(strings.TrimSpace(line[4:]))
+				if err != nil {
+					t.Fatalf("%s: %v", at, err)
+				}
+				g = &Group{Name: "g", Win: win}
+				continue
+			}
+			if g == nil {
+				t.Fatalf("%s: a step before '== name' and 'win N'", at)
+			}
+			item, rest, ok := strings.Cut(line, ":")
+			input, want, ok2 := strings.Cut(rest, "->")
+			if !ok || !ok2 {
+				t.Fatalf("%s: want 'ITEM: input -> changes', got %q", at, line)
+			}
+			in, err := parseInput(strings.Fields(input))
+			if err != nil {
+				t.Fatalf("%s: %v", at, err)
+			}
+			if start, ok := in.(Start); ok {
+				start.Group, start.Win = g.Name, g.Win
+				in = start
+			}
+			next, changes := DecideGroup(*g, strings.TrimSpace(item), in)
+			*g = next
+			if got, want := describeChanges(changes), strings.Join(strings.Fields(want), " "); got != want {
+				t.Fatalf("%s (%s): after %q\n got: %s\nwant: %s", at, name, strings.TrimSpace(line), got, want)
+			}
+			if err := checkGroup(*g); err != nil {
+				t.Fatalf("%s (%s): %v", at, name, err)
+			}
+		}
+	}
+}
+
+func describeChanges(changes []Change) string {
+	var parts, outs []string
+	for _, c := range changes {
+		s := c.Snapshot
+		d := fmt.Sprintf("%s:%s:%d:%d", s.Item, s.State, s.LastPrice, s.LastBid)
+		if s.Slot {
+			d += ":slot"
+		}
+		parts = append(parts, d)
+		for _, o := range c.Outputs {
+			switch o := o.(type) {
+			case Join:
+				outs = append(outs, "join:"+s.Item)
+			case Bid:
+				outs = append(outs, fmt.Sprintf("bid:%s:%d", s.Item, o.Price))
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(append(parts, outs...), " ")
 }
