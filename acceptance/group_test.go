@@ -3,24 +3,12 @@ package acceptance
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	"sniper/api/client"
 	"sniper/testkit"
 )
-
-// bidsOn counts the BIDs an auction received.
-func bidsOn(a *testkit.FakeAuctionServer) int {
-	n := 0
-	for _, m := range a.Received() {
-		if strings.Contains(m.Body, "Command: BID;") {
-			n++
-		}
-	}
-	return n
-}
 
 // Through Prosody: a group of three, win one. Only one member bids at a
 // time; when it is outbid beyond its stop price the cheapest waiting
@@ -50,7 +38,7 @@ func TestAGroupOfThreeWinsOne(t *testing.T) {
 	app.HasShownSniper("cam-b", "Waiting", 600, 0)
 	app.HasShownSniper("cam-c", "Waiting", 700, 0)
 	noOtherBids := func() error {
-		if n := bidsOn(b) + bidsOn(c); n != 0 {
+		if n := b.CountAllBids() + c.CountAllBids(); n != 0 {
 			return fmt.Errorf("%d bids on cam-b and cam-c while cam-a's bid stands", n)
 		}
 		return nil
@@ -69,7 +57,7 @@ func TestAGroupOfThreeWinsOne(t *testing.T) {
 	app.HasShownSniper("cam-a", "Stopped", 1000, 550)
 	app.HasShownSniper("cam-c", "Stopped", 700, 0)
 
-	if na, nb, nc := bidsOn(a), bidsOn(b), bidsOn(c); na != 1 || nb != 1 || nc != 0 {
+	if na, nb, nc := a.CountAllBids(), b.CountAllBids(), c.CountAllBids(); na != 1 || nb != 1 || nc != 0 {
 		t.Errorf("bids on the wire: cam-a %d, cam-b %d, cam-c %d; want 1, 1, 0", na, nb, nc)
 	}
 	won := 0
@@ -86,7 +74,7 @@ func TestAGroupOfThreeWinsOne(t *testing.T) {
 		t.Fatalf("resume cam-c: %v", err)
 	}
 	app.HasShownSniper("cam-c", "Stopped", 700, 0)
-	if n := bidsOn(c); n != 0 {
+	if n := c.CountAllBids(); n != 0 {
 		t.Errorf("cam-c bid %d times after the group had won", n)
 	}
 }

@@ -3,22 +3,11 @@ package faults
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
 	"sniper/testkit"
 )
-
-func bidsOn(a *testkit.FakeAuctionServer) int {
-	n := 0
-	for _, m := range a.Received() {
-		if strings.Contains(m.Body, "Command: BID;") {
-			n++
-		}
-	}
-	return n
-}
 
 // A snipe group (three items, win one) killed between the two commits of
 // one input (the holder's Losing is in the log, the slot handed on is
@@ -80,7 +69,7 @@ func TestAGroupKilledBetweenItsCommits(t *testing.T) {
 	if f := proc.Logged("test fault: killing the process"); len(f) != 1 || f[0]["point"] != "between-group-commits" {
 		t.Fatalf("died without the fault: %v\n%s", f, proc.LogTail(20))
 	}
-	if n := bidsOn(auctions["grp-b"]); n != 0 {
+	if n := auctions["grp-b"].CountAllBids(); n != 0 {
 		t.Fatalf("grp-b bid before the crash: the kill was not between the commits")
 	}
 
@@ -92,7 +81,7 @@ func TestAGroupKilledBetweenItsCommits(t *testing.T) {
 	testkit.Eventually(t, testkit.WaitTimeout, func() bool {
 		return state("grp-b") == "Won" && state("grp-a") == "Stopped" && state("grp-c") == "Stopped"
 	}, "the group never ended with grp-b Won and the others Stopped")
-	got := fmt.Sprint(bidsOn(auctions["grp-a"]), bidsOn(auctions["grp-b"]), bidsOn(auctions["grp-c"]))
+	got := fmt.Sprint(auctions["grp-a"].CountAllBids(), auctions["grp-b"].CountAllBids(), auctions["grp-c"].CountAllBids())
 	if got != "1 1 0" {
 		t.Errorf("bids on the wire (a b c): %s, want 1 1 0", got)
 	}

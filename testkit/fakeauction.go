@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sniper/messages"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -72,6 +73,17 @@ func (a *FakeAuctionServer) CountBids(price int64) int {
 	n := 0
 	for _, m := range a.user.Received() {
 		if m.Body == body {
+			n++
+		}
+	}
+	return n
+}
+
+// CountAllBids counts the BIDs the auction received, at any price.
+func (a *FakeAuctionServer) CountAllBids() int {
+	n := 0
+	for _, m := range a.user.Received() {
+		if strings.Contains(m.Body, "Command: BID;") {
 			n++
 		}
 	}
