@@ -196,8 +196,8 @@ func (s *supervisor) route(ctx actor.Context, in input) {
 		return
 	}
 	if !known {
-		if decoded, err := messages.DecodeInput(in.Subject, in.Data); err == nil && isGroupStart(decoded) {
-			group := decoded.(auction.Start).Group
+		if decoded, err := messages.DecodeInput(in.Subject, in.Data); err == nil && groupOfStart(decoded) != "" {
+			group := groupOfStart(decoded)
 			s.groupOf[item] = group
 			s.toGroup(ctx, group, in)
 			return
@@ -262,7 +262,9 @@ type SniperCounts struct {
 	Finished int
 }
 
-func isGroupStart(in auction.Input) bool {
-	start, ok := in.(auction.Start)
-	return ok && start.Group != ""
+// groupOfStart is the group a start command joins ("": none, or not a
+// start).
+func groupOfStart(in auction.Input) string {
+	start, _ := in.(auction.Start)
+	return start.Group
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"sniper/auction"
 	"sniper/jetstream"
 	"sniper/messages"
 )
@@ -76,7 +77,9 @@ func StartSystem(ctx context.Context, deps Deps) (*System, error) {
 	deps.Recovered = nil // not kept in every actor's Deps
 	deps.timers = newTimers(deps.Log, deps.Logger)
 	for _, d := range decisions {
-		deps.timers.follow(d.Item, d.Snapshot)
+		if d.State == auction.Waiting {
+			deps.timers.follow(d.Item, d.Snapshot) // only a waiting sniper has a timer: no lock per auction at start
+		}
 	}
 	as := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return deps.Logger.With("component", "protoactor")
